@@ -1,0 +1,61 @@
+"""The ``papertiger`` command.
+
+Each feature registers its own subcommands (``register(subparsers)``), so
+this module only dispatches:
+
+=========================  ===============================================
+``demo``                   :mod:`papertiger.demo`
+``serve``, ``daemon``,     :mod:`papertiger.admin` (when present)
+``inspect``, ``get``,
+``list``, ``gc``
+``bench``                  :mod:`papertiger.bench` (when present)
+=========================  ===============================================
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+
+__all__ = ["build_parser", "main"]
+
+#: Modules that contribute subcommands, in the order ``--help`` lists them.
+FEATURE_MODULES = ("papertiger.demo", "papertiger.admin", "papertiger.bench.cli")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="papertiger",
+        description="A shared store of Stripe-shaped data for parallel Python tests.",
+    )
+    parser.add_argument("--version", action="version", version=f"papertiger {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in FEATURE_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name is not None and name.startswith(exc.name):
+                continue  # that feature is not part of this build
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""A process's handle on a running manager: one connection plus one replica.
+
+Writes go to the manager over the connection (one request in flight per
+client; threads take turns under a lock).  Reads go to the :class:`Replica`.
+
+A write never hangs on a dead manager: the reply is awaited in slices of
+:data:`LIVENESS_INTERVAL` seconds and, between slices, the manager's pid is
+checked; a closed socket or a dead manager raises :class:`StoreUnavailable`.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import msgpack
+from multiprocess import connection as mpc
+
+from ..errors import StoreUnavailable
+from .protocol import PROTOCOL_VERSION, decode_reply
+from .replica import Replica
+from .shm import pid_alive
+
+__all__ = ["Channel", "Client"]
+
+LIVENESS_INTERVAL = 0.25
+
+
+class Channel:
+    """One authenticated connection to the manager; requests are serialised by a lock."""
+
+    def __init__(self, address: str, authkey: bytes, manager_pid: int = 0) -> None:
+        self.address = address
+        self.authkey = authkey
+        self.pid = os.getpid()
+        self.lock = threading.Lock()
+        try:
+            self.conn = mpc.Client(address, family="AF_UNIX", authkey=authkey)
+        except mpc.AuthenticationError:
+            raise StoreUnavailable(
+                f"the manager at {address} refused this client: wrong authkey. Check "
+                "PAPERTIGER_AUTHKEY (or the key passed to connect())."
+            ) from None
+        except (OSError, EOFError) as exc:
+            raise StoreUnavailable(
+                f"no papertiger manager answers at {address} ({exc}). Start one with "
+                "papertiger.serve() or 'papertiger daemon start', or unset PAPERTIGER_ADDRESS."
+            ) from None
+        self.manager_pid = manager_pid
+
+    def request(self, req: list[Any]) -> tuple[int, Any]:
+        """Send one request, wait for its reply; ``(seq, result)`` or raise its error."""
+        frame = msgpack.packb(req, use_bin_type=True)
+        with self.lock:
+            conn = self.conn
+            try:
+                conn.send_bytes(frame)
+                while not conn.poll(LIVENESS_INTERVAL):
+                    if self.manager_pid and not pid_alive(self.manager_pid):
+                        raise StoreUnavailable(
+                            f"the papertiger manager (pid {self.manager_pid}) died; "
+                            "the write was not acknowledged."
+                        )
+                reply = conn.recv_bytes()
+            except (EOFError, OSError) as exc:
+                if isinstance(exc, StoreUnavailable):
+                    raise
+                raise StoreUnavailable(
+                    f"lost the connection to the papertiger manager at {self.address} "
+                    f"({type(exc).__name__}); it has stopped or was killed."
+                ) from None
+        return decode_reply(reply)
+
+    def close(self) -> None:
+        try:
+            self.conn.close()
+        except OSError:
+            pass
+
+
+class Client(Channel):
+    """Connection and replica for one process. Never shared across ``fork``."""
+
+    def __init__(self, address: str, authkey: bytes) -> None:
+        super().__init__(address, authkey)
+        try:
+            _, info = self.request(["hello"])
+            if info.get("protocol") != PROTOCOL_VERSION:
+                raise StoreUnavailable(
+                    f"the manager at {address} speaks protocol {info.get('protocol')}, this "
+                    f"client {PROTOCOL_VERSION}; use the same papertiger version on both sides."
+                )
+            self.info = info
+            self.manager_pid = int(info["pid"])
+            self.replica = Replica(info["control"])
+        except BaseException:
+            super().close()
+            raise
+
+    def channel(self) -> Channel:
+        """A separate connection to the same manager (for calls that may wait long)."""
+        return Channel(self.address, self.authkey, self.manager_pid)
+
+    def close(self) -> None:
+        super().close()
+        self.replica.close()

@@ -1,0 +1,521 @@
+"""The manager: the store's one writer.
+
+Theory of operation
+-------------------
+The manager owns the authoritative :class:`~papertiger.state.State` and the
+:class:`~.log.LogWriter`.  Its main loop is single-threaded, like the
+GenServer it ports: it waits on every client connection at once and handles
+requests in arrival order.  For a write it
+
+1. resolves the request into an effect (:func:`papertiger.commands.resolve`;
+   a rejected request changes nothing and gets an error reply),
+2. appends the effect to the log in shared memory and publishes it,
+3. applies it to its own state, then
+4. replies ``[OK, seq, result]``.
+
+So when a client sees the reply, every reader that looks at the log sees the
+effect.  Reads never come here.
+
+A separate thread only accepts connections (including the authkey
+handshake, so a slow or hostile client cannot stall the loop) and hands
+them over through a pipe.  Every accepted socket gets a 2 s send/receive
+timeout, so a client that stops mid-frame is dropped instead of stalling
+everyone else.
+
+``once(key)`` claims live here too: the first caller is told to run its
+factory, later callers' replies are held back until the result is stored;
+if the caller disconnects first, the oldest waiter is told to run instead.
+
+Run as ``python -m papertiger.engine``: it reads one JSON line of
+configuration from stdin, prints one JSON line (address, pid, control block)
+when ready, and — when ``watch_stdin`` is set — stops when stdin reaches EOF,
+which is how an embedded manager follows its owner out, even a SIGKILLed one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import signal
+import socket
+import struct
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+from multiprocess import connection as mpc
+
+from .. import __version__
+from ..commands import WRITE_OPS, check_id, resolve
+from ..errors import InvalidRequest, StoreError
+from ..state import PUT, State
+from .log import DEFAULT_CHECKPOINT_BYTES, DEFAULT_SEGMENT_BYTES, LogWriter, new_prefix
+from .protocol import ONCE_NAMESPACE, ONCE_TABLE, PROTOCOL_VERSION, encode_error, encode_ok
+from .shm import sweep_dead
+
+__all__ = ["Manager", "ManagerConfig", "main"]
+
+log = logging.getLogger("papertiger.manager")
+
+SOCKET_NAME = "store.sock"
+CLIENT_IO_TIMEOUT = 2.0
+
+
+class ManagerConfig:
+    """What a manager needs to start; plain data, JSON-friendly."""
+
+    def __init__(
+        self,
+        *,
+        address: str | None = None,
+        authkey: bytes,
+        segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        checkpoint_bytes: int = DEFAULT_CHECKPOINT_BYTES,
+        watch_stdin: bool = False,
+        sweep: bool = True,
+    ) -> None:
+        self.address = address
+        self.authkey = authkey
+        self.segment_bytes = segment_bytes
+        self.checkpoint_bytes = checkpoint_bytes
+        self.watch_stdin = watch_stdin
+        self.sweep = sweep
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "address": self.address,
+                "authkey": self.authkey.hex(),
+                "segment_bytes": self.segment_bytes,
+                "checkpoint_bytes": self.checkpoint_bytes,
+                "watch_stdin": self.watch_stdin,
+                "sweep": self.sweep,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> ManagerConfig:
+        raw = json.loads(text)
+        return cls(
+            address=raw.get("address"),
+            authkey=bytes.fromhex(raw["authkey"]),
+            segment_bytes=int(raw.get("segment_bytes", DEFAULT_SEGMENT_BYTES)),
+            checkpoint_bytes=int(raw.get("checkpoint_bytes", DEFAULT_CHECKPOINT_BYTES)),
+            watch_stdin=bool(raw.get("watch_stdin", False)),
+            sweep=bool(raw.get("sweep", True)),
+        )
+
+
+def _set_io_timeout(conn: Any, seconds: float) -> None:
+    sock = socket.socket(fileno=conn.fileno())
+    try:
+        tv = struct.pack("ll", int(seconds), int((seconds % 1) * 1e6))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
+    finally:
+        sock.detach()
+
+
+class Manager:
+    """The single writer. Create, then :meth:`serve_forever` (blocks until stopped)."""
+
+    def __init__(self, config: ManagerConfig) -> None:
+        self.config = config
+        self.started = time.time()
+        self.state = State()
+        self.stopping = False
+        self.conns: list[Any] = []
+        self.once_claims: dict[str, Any] = {}
+        self.once_waiters: dict[str, list[Any]] = {}
+        self.refused = 0
+        self.requests = 0
+        self._new_conns: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        self._own_dir: str | None = None
+        self.swept: list[str] = []
+        # hooks for integrations (persistence): called after each write / each tick
+        self.on_write: list[Callable[[Manager], None]] = []
+        self.on_tick: list[Callable[[Manager], None]] = []
+        self.on_stop: list[Callable[[Manager], None]] = []
+
+        old_umask = os.umask(0o077)
+        try:
+            if config.sweep:
+                self.swept = sweep_dead(exclude_pid=os.getpid())
+            self.writer = LogWriter(
+                new_prefix(),
+                segment_bytes=config.segment_bytes,
+                checkpoint_bytes=config.checkpoint_bytes,
+                snapshot=self.state.snapshot,
+            )
+            try:
+                address = config.address
+                if address is None:
+                    self._own_dir = tempfile.mkdtemp(prefix="ptg-")
+                    address = os.path.join(self._own_dir, SOCKET_NAME)
+                self.address = address
+                self.listener = mpc.Listener(
+                    address, family="AF_UNIX", authkey=config.authkey, backlog=128
+                )
+                os.chmod(address, 0o600)
+            except BaseException:
+                self.writer.close()
+                raise
+        finally:
+            os.umask(old_umask)
+        self._accept_thread = threading.Thread(
+            target=self._accept_loop, name="papertiger-accept", daemon=True
+        )
+
+    # -- the state seen from outside ------------------------------------------------
+    @property
+    def control_name(self) -> str:
+        return self.writer.control_name
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "address": self.address,
+            "pid": os.getpid(),
+            "control": self.control_name,
+            "protocol": PROTOCOL_VERSION,
+            "version": __version__,
+        }
+
+    def replace_state(self, state: State) -> None:
+        """Load ``state`` (from a snapshot file) before serving: published as a checkpoint."""
+        self.state = state
+        self.writer._snapshot = state.snapshot
+        self.writer.write_checkpoint()
+
+    def stats(self) -> dict[str, Any]:
+        tables: dict[str, Any] = {}
+        for name in sorted(self.state.tables):
+            partitions = self.state.tables[name]
+            namespaces = {
+                "/".join(ns): len(p.records) for ns, p in sorted(partitions.items()) if p.records
+            }
+            tables[name] = {"records": sum(namespaces.values()), "namespaces": namespaces}
+        return {
+            **self.info(),
+            "started": self.started,
+            "uptime": time.time() - self.started,
+            "clients": len(self.conns),
+            "requests": self.requests,
+            "refused_clients": self.refused,
+            "tables": tables,
+            "log": self.writer.stats(),
+        }
+
+    # -- accepting ---------------------------------------------------------------
+    def _accept_loop(self) -> None:
+        while not self.stopping:
+            try:
+                conn = self.listener.accept()
+            except mpc.AuthenticationError:
+                self.refused += 1
+                log.warning("refused a client: authentication failed (wrong authkey)")
+                continue
+            except (OSError, EOFError) as exc:
+                if self.stopping:
+                    return
+                log.debug("a client went away during the handshake: %s", exc)
+                continue
+            except Exception:  # pragma: no cover - never let the accept thread die
+                log.exception("unexpected error while accepting a client")
+                continue
+            try:
+                _set_io_timeout(conn, CLIENT_IO_TIMEOUT)
+            except OSError:  # pragma: no cover
+                pass
+            self._new_conns.put(conn)
+            try:
+                os.write(self._wake_w, b"x")
+            except BlockingIOError:
+                pass
+
+    # -- the loop ---------------------------------------------------------------
+    def serve_forever(self, ready: Callable[[dict[str, Any]], None] | None = None) -> None:
+        """Serve until :meth:`stop`, SIGTERM/SIGINT, or stdin EOF (with ``watch_stdin``)."""
+        self._install_signals()
+        self._accept_thread.start()
+        if ready is not None:
+            ready(self.info())
+        watch = 0 if self.config.watch_stdin else None
+        try:
+            while not self.stopping:
+                waitables: list[Any] = [self._wake_r, *self.conns]
+                if watch is not None:
+                    waitables.append(watch)
+                for obj in mpc.wait(waitables, timeout=0.5):
+                    if obj == self._wake_r and isinstance(obj, int):
+                        self._take_new_conns()
+                    elif watch is not None and obj == watch and isinstance(obj, int):
+                        if not os.read(watch, 4096):
+                            log.info("owner gone (stdin closed): stopping")
+                            self.stopping = True
+                    else:
+                        self._handle(obj)
+                    if self.stopping:
+                        break
+                for hook in self.on_tick:
+                    hook(self)
+        finally:
+            self.close()
+
+    def _install_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def on_signal(signum: int, frame: Any) -> None:
+            log.info("received %s: stopping", signal.Signals(signum).name)
+            self.stop()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+
+    def stop(self) -> None:
+        """Ask the loop to stop (safe from signal handlers and other threads)."""
+        self.stopping = True
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:
+            pass
+
+    def _take_new_conns(self) -> None:
+        try:
+            os.read(self._wake_r, 4096)
+        except BlockingIOError:
+            pass
+        while True:
+            try:
+                self.conns.append(self._new_conns.get_nowait())
+            except queue.Empty:
+                return
+
+    def _drop(self, conn: Any) -> None:
+        if conn in self.conns:
+            self.conns.remove(conn)
+        try:
+            conn.close()
+        except OSError:
+            pass
+        for waiters in self.once_waiters.values():
+            if conn in waiters:
+                waiters.remove(conn)
+        for key in [k for k, c in self.once_claims.items() if c is conn]:
+            log.info("once(%r): the caller went away mid-factory; handing over", key)
+            self._hand_over(key)
+
+    def _send(self, conn: Any, frame: bytes) -> None:
+        try:
+            conn.send_bytes(frame)
+        except OSError:
+            self._drop(conn)
+
+    # -- requests ---------------------------------------------------------------
+    def _handle(self, conn: Any) -> None:
+        try:
+            frame = conn.recv_bytes()
+        except (EOFError, OSError):
+            self._drop(conn)
+            return
+        self.requests += 1
+        try:
+            req = msgpack.unpackb(frame)
+            if not isinstance(req, list) or not req or not isinstance(req[0], str):
+                raise InvalidRequest(
+                    "Malformed request: expected a msgpack list starting with the operation name.",
+                    param="request",
+                )
+            reply = self._dispatch(conn, req)
+        except StoreError as exc:
+            reply = encode_error(exc)
+        except Exception as exc:  # malformed frames must never stop the manager
+            log.debug("malformed request: %r", exc)
+            reply = encode_error(
+                InvalidRequest(f"Malformed request: {type(exc).__name__}: {exc}", param="request")
+            )
+        if reply is not None:
+            self._send(conn, reply)
+
+    def _dispatch(self, conn: Any, req: list[Any]) -> bytes | None:
+        op = req[0]
+        if op in WRITE_OPS:
+            effect = resolve(self.state, req)
+            seq = self._publish(effect)
+            return encode_ok(seq, effect[5] if op == "patch" else None)
+        handler = _OPS.get(op)
+        if handler is None:
+            raise InvalidRequest(f"Unknown operation {op!r}.", param="request")
+        return handler(self, conn, req)
+
+    def _publish(self, effect: list[Any]) -> int:
+        payload = msgpack.packb(effect, use_bin_type=True)
+        seq = self.writer.append(payload)  # may raise StoreError (/dev/shm full): nothing changed
+        self.state.apply(effect)
+        for hook in self.on_write:
+            hook(self)
+        return seq
+
+    # -- non-write operations ------------------------------------------------------
+    def _op_hello(self, conn: Any, req: list[Any]) -> bytes:
+        return encode_ok(self.writer.seq, self.info())
+
+    def _op_ping(self, conn: Any, req: list[Any]) -> bytes:
+        return encode_ok(self.writer.seq, None)
+
+    def _op_stats(self, conn: Any, req: list[Any]) -> bytes:
+        return encode_ok(self.writer.seq, self.stats())
+
+    def _op_checkpoint(self, conn: Any, req: list[Any]) -> bytes:
+        self.writer.write_checkpoint()
+        return encode_ok(self.writer.seq, None)
+
+    def _op_shutdown(self, conn: Any, req: list[Any]) -> bytes:
+        self.stopping = True
+        return encode_ok(self.writer.seq, None)
+
+    def _op_once(self, conn: Any, req: list[Any]) -> bytes | None:
+        key = _once_key(req)
+        done = self.state.get(ONCE_TABLE, ONCE_NAMESPACE, key)
+        if done is not None:
+            return encode_ok(self.writer.seq, ["done", done])
+        if key in self.once_claims:
+            self.once_waiters.setdefault(key, []).append(conn)
+            return None  # the reply waits for the result or a hand-over
+        self.once_claims[key] = conn
+        return encode_ok(self.writer.seq, ["run"])
+
+    def _op_once_done(self, conn: Any, req: list[Any]) -> bytes:
+        if len(req) != 3 or not isinstance(req[2], bytes):
+            raise InvalidRequest("Malformed once_done request.", param="request")
+        key = _once_key(req)
+        if self.once_claims.get(key) is not conn:
+            raise InvalidRequest(f"once({key!r}) is not claimed by this client.", param="key")
+        packed = req[2]
+        seq = self._publish([PUT, ONCE_TABLE, list(ONCE_NAMESPACE), key, 0, packed, None])
+        del self.once_claims[key]
+        for waiter in self.once_waiters.pop(key, []):
+            self._send(waiter, encode_ok(seq, ["done", packed]))
+        return encode_ok(seq, None)
+
+    def _op_once_abandon(self, conn: Any, req: list[Any]) -> bytes:
+        key = _once_key(req)
+        if self.once_claims.get(key) is conn:
+            self._hand_over(key)
+        return encode_ok(self.writer.seq, None)
+
+    def _hand_over(self, key: str) -> None:
+        self.once_claims.pop(key, None)
+        waiters = self.once_waiters.get(key, [])
+        while waiters:
+            nxt = waiters.pop(0)
+            if nxt in self.conns:
+                self.once_claims[key] = nxt
+                self._send(nxt, encode_ok(self.writer.seq, ["run"]))
+                break
+        if not waiters:
+            self.once_waiters.pop(key, None)
+
+    # -- shutdown ----------------------------------------------------------------
+    def close(self) -> None:
+        """Stop accepting, drop clients, unlink every segment and the socket."""
+        self.stopping = True
+        for hook in self.on_stop:
+            try:
+                hook(self)
+            except Exception:  # pragma: no cover
+                log.exception("a stop hook failed")
+        try:
+            self.listener._listener._socket.shutdown(socket.SHUT_RDWR)
+        except (OSError, AttributeError):
+            pass
+        try:
+            self.listener.close()
+        except OSError:
+            pass
+        for conn in list(self.conns):
+            try:
+                conn.close()
+            except OSError:
+                pass
+        self.conns.clear()
+        if self.writer.cbuf is not None:
+            self.writer.close()
+        if self._own_dir is not None:
+            try:
+                if os.path.exists(self.address):
+                    os.unlink(self.address)
+                os.rmdir(self._own_dir)
+            except OSError:
+                pass
+            self._own_dir = None
+        for fd in (self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._wake_r = self._wake_w = -1
+
+
+def _once_key(req: list[Any]) -> str:
+    if len(req) < 2:
+        raise InvalidRequest("Malformed once request: missing key.", param="key")
+    return check_id(req[1], "key")
+
+
+_OPS: dict[str, Callable[[Manager, Any, list[Any]], bytes | None]] = {
+    "hello": Manager._op_hello,
+    "ping": Manager._op_ping,
+    "stats": Manager._op_stats,
+    "checkpoint": Manager._op_checkpoint,
+    "shutdown": Manager._op_shutdown,
+    "once": Manager._op_once,
+    "once_done": Manager._op_once_done,
+    "once_abandon": Manager._op_once_abandon,
+}
+
+
+def _read_line(fd: int) -> str:
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = os.read(fd, 1)
+        if not chunk:
+            break
+        data += chunk
+    return data.decode()
+
+
+def main() -> None:
+    """Entry point of a manager subprocess (see the module docstring)."""
+    logging.basicConfig(
+        level=os.environ.get("PAPERTIGER_LOG_LEVEL", "WARNING").upper(),
+        format="papertiger manager %(process)d: %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    line = _read_line(0)
+    if not line:
+        sys.exit("papertiger manager: expected one JSON line of configuration on stdin")
+    config = ManagerConfig.from_json(line)
+    try:
+        manager = Manager(config)
+    except StoreError as exc:
+        print(json.dumps({"error": str(exc)}), flush=True)
+        sys.exit(1)
+
+    def ready(info: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps(info) + "\n")
+        sys.stdout.flush()
+
+    manager.serve_forever(ready)
+
+
+if __name__ == "__main__":
+    main()

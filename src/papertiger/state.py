@@ -1,0 +1,303 @@
+"""The pure state machine: tables of namespaced, ordered, indexed records.
+
+Theory of operation
+-------------------
+A :class:`State` holds ``tables -> namespace -> Partition``.  A partition holds
+its records as *packed* msgpack bytes (never decoded here), an order index,
+and secondary indexes:
+
+* ``records[id] = Entry(created, ord, packed, index_values)``;
+* ``order``: a :class:`sortedcontainers.SortedList` of ``(created, ord, id)``,
+  ascending, so Stripe's order (``created`` descending, later insert first) is
+  the list read backwards.  ``ord`` is a per-state insertion counter, assigned
+  when an id first appears in a partition and kept across updates, so ties in
+  ``created`` are broken deterministically;
+* ``indexes[field][value] = {id: order key}`` for the fields the writer chose
+  to index (``customer``, ``email``...).  The values travel *with* each put,
+  so the state needs no schema and never decodes a record.
+
+:meth:`State.apply` is the only way a state changes.  It takes an *effect*:
+a fully resolved, msgpack-friendly list (see :mod:`papertiger.commands`,
+which turns requests into effects and rejects bad ones).  Because the
+manager and every reader run this same code over the same sequence of
+effects, they cannot disagree.  ``apply`` never raises on an effect that
+``commands`` produced; effects are not re-validated here.
+
+The effect kinds::
+
+    [PUT,      table, ns, id, created, packed, index_values]   insert or replace
+    [DELETE,   table, ns, id]
+    [CLEAR_NS, table | None, ns]        ns and every namespace nested under it
+    [CLEAR,    table | None]            every namespace of a table (or of all)
+    [BATCH,    [effect, ...]]           applied together: one log entry
+
+Complexities below are for a partition of ``n`` records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any, NamedTuple
+
+from sortedcontainers import SortedList
+
+from .namespace import Namespace, is_nested
+
+__all__ = [
+    "BATCH",
+    "CLEAR",
+    "CLEAR_NS",
+    "DELETE",
+    "PUT",
+    "Entry",
+    "Partition",
+    "State",
+]
+
+PUT, DELETE, CLEAR_NS, CLEAR, BATCH = 0, 1, 2, 3, 4
+
+OrderKey = tuple[int, int, str]
+
+
+class Entry(NamedTuple):
+    """One stored record: its order fields, its packed bytes and its index values."""
+
+    created: int
+    ord: int
+    packed: bytes
+    index_values: dict[str, Any] | None
+
+
+class Partition:
+    """The records of one table in one namespace."""
+
+    __slots__ = ("indexes", "order", "records")
+
+    def __init__(self) -> None:
+        self.records: dict[str, Entry] = {}
+        self.order: SortedList = SortedList()
+        self.indexes: dict[str, dict[Any, dict[str, OrderKey]]] = {}
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    # -- changes ---------------------------------------------------------
+    def put(
+        self, record_id: str, created: int, packed: bytes, index_values: Any, ord_: int
+    ) -> bool:
+        """Insert or replace; returns True when the id is new. O(log n)."""
+        old = self.records.get(record_id)
+        if old is None:
+            entry = Entry(created, ord_, packed, index_values or None)
+            self.order.add((created, ord_, record_id))
+            new = True
+        else:
+            entry = Entry(created, old.ord, packed, index_values or None)
+            if old.created != created:
+                self.order.remove((old.created, old.ord, record_id))
+                self.order.add((created, old.ord, record_id))
+            if old.index_values:
+                self._unindex(record_id, old.index_values)
+            new = False
+        self.records[record_id] = entry
+        if entry.index_values:
+            key = (entry.created, entry.ord, record_id)
+            for field, value in entry.index_values.items():
+                by_value = self.indexes.get(field)
+                if by_value is None:
+                    by_value = self.indexes[field] = {}
+                ids = by_value.get(value)
+                if ids is None:
+                    by_value[value] = {record_id: key}
+                else:
+                    ids[record_id] = key
+        return new
+
+    def delete(self, record_id: str) -> bool:
+        """Remove ``record_id``; False when absent. O(log n)."""
+        old = self.records.pop(record_id, None)
+        if old is None:
+            return False
+        self.order.remove((old.created, old.ord, record_id))
+        if old.index_values:
+            self._unindex(record_id, old.index_values)
+        return True
+
+    def _unindex(self, record_id: str, index_values: dict[str, Any]) -> None:
+        for field, value in index_values.items():
+            by_value = self.indexes.get(field)
+            if by_value is None:
+                continue
+            ids = by_value.get(value)
+            if ids is not None:
+                ids.pop(record_id, None)
+                if not ids:
+                    del by_value[value]
+
+    # -- queries ---------------------------------------------------------
+    def position(self, record_id: str) -> int | None:
+        """Index of ``record_id`` in the ascending order, or None. O(log n)."""
+        entry = self.records.get(record_id)
+        if entry is None:
+            return None
+        return int(self.order.bisect_left((entry.created, entry.ord, record_id)))
+
+    def newest_first(self) -> Iterator[bytes]:
+        """Every packed record in Stripe order. O(n)."""
+        records = self.records
+        for _, _, record_id in reversed(self.order):
+            yield records[record_id].packed
+
+    def find(self, field: str, value: Any) -> list[bytes]:
+        """Packed records whose indexed ``field`` equals ``value``, newest first. O(k log k)."""
+        by_value = self.indexes.get(field)
+        if not by_value:
+            return []
+        ids = by_value.get(value)
+        if not ids:
+            return []
+        records = self.records
+        return [records[key[2]].packed for key in sorted(ids.values(), reverse=True)]
+
+
+class State:
+    """Every table, namespace and record; changed only by :meth:`apply`.
+
+    >>> s = State()
+    >>> s.apply([PUT, "customers", ["t"], "cus_1", 10, b"\\x80", {"email": "a@b"}])
+    >>> s.get("customers", ("t",), "cus_1"), s.count("customers", ("t",))
+    (b'\\x80', 1)
+    """
+
+    __slots__ = ("next_ord", "tables")
+
+    def __init__(self) -> None:
+        self.tables: dict[str, dict[Namespace, Partition]] = {}
+        self.next_ord = 0
+
+    # -- the one way to change --------------------------------------------
+    def apply(self, effect: list[Any]) -> None:
+        """Apply one effect. O(log n) for a put or delete, O(k log n) for a batch of k."""
+        kind = effect[0]
+        if kind == PUT:
+            _, table, ns, record_id, created, packed, index_values = effect
+            partitions = self.tables.get(table)
+            if partitions is None:
+                partitions = self.tables[table] = {}
+            key = tuple(ns)
+            partition = partitions.get(key)
+            if partition is None:
+                partition = partitions[key] = Partition()
+            if partition.put(record_id, created, packed, index_values, self.next_ord):
+                self.next_ord += 1
+        elif kind == DELETE:
+            _, table, ns, record_id = effect
+            partitions = self.tables.get(table)
+            key = tuple(ns)
+            partition = partitions.get(key) if partitions else None
+            if partition is not None:
+                partition.delete(record_id)
+                if not partition.records:
+                    del partitions[key]  # type: ignore[union-attr]
+        elif kind == BATCH:
+            for sub in effect[1]:
+                self.apply(sub)
+        elif kind == CLEAR_NS:
+            _, table, ns = effect
+            under = tuple(ns)
+            for name in self._table_names(table):
+                partitions = self.tables[name]
+                for key in [k for k in partitions if is_nested(k, under)]:
+                    del partitions[key]
+        elif kind == CLEAR:
+            for name in self._table_names(effect[1]):
+                self.tables[name].clear()
+        else:
+            raise ValueError(f"unknown effect kind {kind!r}")
+
+    def _table_names(self, table: str | None) -> list[str]:
+        """``[table]`` if it exists; for None, every table but the internal ``_*`` ones."""
+        if table is None:
+            return [name for name in self.tables if not name.startswith("_")]
+        return [table] if table in self.tables else []
+
+    # -- queries (pure reads) ---------------------------------------------
+    def partition(self, table: str, ns: Namespace) -> Partition | None:
+        """The partition of ``table`` in ``ns``, or None when it holds nothing. O(1)."""
+        partitions = self.tables.get(table)
+        return partitions.get(ns) if partitions else None
+
+    def get(self, table: str, ns: Namespace, record_id: str) -> bytes | None:
+        """The packed record, or None. O(1)."""
+        partitions = self.tables.get(table)
+        if partitions:
+            partition = partitions.get(ns)
+            if partition is not None:
+                entry = partition.records.get(record_id)
+                if entry is not None:
+                    return entry.packed
+        return None
+
+    def count(self, table: str, ns: Namespace) -> int:
+        """Records of ``table`` in exactly ``ns``. O(1)."""
+        partition = self.partition(table, ns)
+        return len(partition.records) if partition else 0
+
+    def namespaces(self, table: str | None = None) -> list[Namespace]:
+        """Namespaces holding records (of ``table``, or of any table), sorted. O(p log p)."""
+        found: set[Namespace] = set()
+        for name in self._table_names(table):
+            found.update(k for k, p in self.tables[name].items() if p.records)
+        return sorted(found)
+
+    def table_names(self) -> list[str]:
+        """Tables that ever held a record, sorted."""
+        return sorted(self.tables)
+
+    def total_records(self) -> int:
+        """Records across every table and namespace. O(tables x namespaces)."""
+        return sum(len(p.records) for parts in self.tables.values() for p in parts.values())
+
+    # -- checkpoints ------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        """A msgpack-friendly copy of the whole state. O(total records)."""
+        tables: dict[str, list[Any]] = {}
+        for name, partitions in self.tables.items():
+            rows = []
+            for ns, partition in partitions.items():
+                records = partition.records
+                rows.append(
+                    [
+                        list(ns),
+                        [
+                            [rid, e.created, e.ord, e.packed, e.index_values]
+                            for rid, e in records.items()
+                        ],
+                    ]
+                )
+            tables[name] = rows
+        return {"next_ord": self.next_ord, "tables": tables}
+
+    @classmethod
+    def from_snapshot(cls, snap: dict[str, Any]) -> State:
+        """Rebuild a state from :meth:`snapshot`. O(total records x log n)."""
+        state = cls()
+        state.next_ord = int(snap["next_ord"])
+        for name, rows in snap["tables"].items():
+            partitions = state.tables[name] = {}
+            for ns, records in rows:
+                partition = partitions[tuple(ns)] = Partition()
+                _load_partition(partition, records)
+        return state
+
+
+def _load_partition(partition: Partition, records: Iterable[list[Any]]) -> None:
+    keys = []
+    for rid, created, ord_, packed, index_values in records:
+        partition.records[rid] = Entry(created, ord_, packed, index_values)
+        key = (created, ord_, rid)
+        keys.append(key)
+        if index_values:
+            for field, value in index_values.items():
+                partition.indexes.setdefault(field, {}).setdefault(value, {})[rid] = key
+    partition.order = SortedList(keys)

@@ -1,0 +1,44 @@
+"""The resource stores. Each is a few declarative lines over :class:`Store`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import Store
+
+__all__ = ["CheckoutSessions", "Customers", "Store"]
+
+
+class CheckoutSessions(Store):
+    """Stripe Checkout Sessions (``cs_...``), indexed by ``customer``."""
+
+    table_name = "checkout_sessions"
+    resource = "checkout_session"
+    object_name = "checkout.session"
+    prefix = "cs"
+    url = "/v1/checkout/sessions"
+    indexes = ("customer",)
+
+    @classmethod
+    def find_by_customer(cls, customer: Any) -> list[dict[str, Any]]:
+        """Sessions of ``customer`` (an id or an expanded customer), newest first.
+
+        Scoped to the current namespace. O(k log k) for k matches.
+        """
+        return cls.find_by("customer", customer)
+
+
+class Customers(Store):
+    """Stripe Customers (``cus_...``), indexed by ``email``."""
+
+    table_name = "customers"
+    resource = "customer"
+    object_name = "customer"
+    prefix = "cus"
+    url = "/v1/customers"
+    indexes = ("email",)
+
+    @classmethod
+    def find_by_email(cls, email: str) -> list[dict[str, Any]]:
+        """Customers with this ``email``, newest first, in the current namespace."""
+        return cls.find_by("email", email)

@@ -1,0 +1,34 @@
+"""Shared fixtures: a private manager per test module, and the /dev/shm check."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+import papertiger
+from papertiger.engine.shm import list_segments
+
+
+def our_segments() -> set[str]:
+    """Names of papertiger segments in /dev/shm owned by live or dead managers."""
+    return set(list_segments())
+
+
+@pytest.fixture(scope="module")
+def store() -> Iterator[papertiger.Server]:
+    """A manager for the module; checks that its segments are gone afterwards."""
+    with papertiger.serve() as server:
+        yield server
+    prefix = server.control[:-2]
+    left = {name for name in our_segments() if name.startswith(prefix)}
+    assert not left, f"segments left in /dev/shm: {left}"
+
+
+@pytest.fixture
+def fresh_namespace(request: pytest.FixtureRequest, store: papertiger.Server) -> Iterator[str]:
+    """A namespace unique to the test, current for its duration."""
+    ns = f"t-{os.getpid()}-{request.node.name}"
+    with papertiger.use_namespace(ns):
+        yield ns
