@@ -11,6 +11,7 @@ checked; a closed socket or a dead manager raises :class:`StoreUnavailable`.
 from __future__ import annotations
 
 import os
+import select
 import threading
 from typing import Any
 
@@ -25,6 +26,7 @@ from .shm import pid_alive
 __all__ = ["Channel", "Client"]
 
 LIVENESS_INTERVAL = 0.25
+LIVENESS_MS = int(LIVENESS_INTERVAL * 1000)
 
 
 class Channel:
@@ -48,6 +50,8 @@ class Channel:
                 "papertiger.serve() or 'papertiger daemon start', or unset PAPERTIGER_ADDRESS."
             ) from None
         self.manager_pid = manager_pid
+        self._poller = select.poll()
+        self._poller.register(self.conn.fileno(), select.POLLIN)
 
     def request(self, req: list[Any]) -> tuple[int, Any]:
         """Send one request, wait for its reply; ``(seq, result)`` or raise its error."""
@@ -56,7 +60,7 @@ class Channel:
             conn = self.conn
             try:
                 conn.send_bytes(frame)
-                while not conn.poll(LIVENESS_INTERVAL):
+                while not self._poller.poll(LIVENESS_MS):
                     if self.manager_pid and not pid_alive(self.manager_pid):
                         raise StoreUnavailable(
                             f"the papertiger manager (pid {self.manager_pid}) died; "

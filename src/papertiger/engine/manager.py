@@ -34,10 +34,12 @@ which is how an embedded manager follows its owner out, even a SIGKILLed one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import queue
+import select
 import signal
 import socket
 import struct
@@ -137,6 +139,8 @@ class Manager:
         self.requests = 0
         self._new_conns: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._wake_r, self._wake_w = os.pipe()
+        self._poller = select.poll()
+        self._by_fd: dict[int, Any] = {}
         os.set_blocking(self._wake_w, False)
         self._own_dir: str | None = None
         self.swept: list[str] = []
@@ -242,26 +246,32 @@ class Manager:
 
     # -- the loop ---------------------------------------------------------------
     def serve_forever(self, ready: Callable[[dict[str, Any]], None] | None = None) -> None:
-        """Serve until :meth:`stop`, SIGTERM/SIGINT, or stdin EOF (with ``watch_stdin``)."""
+        """Serve until :meth:`stop`, SIGTERM/SIGINT, or stdin EOF (with ``watch_stdin``).
+
+        One ``poll`` object lives for the whole loop (connections are registered
+        as they come and go), so waiting costs one system call per wake-up.
+        """
         self._install_signals()
         self._accept_thread.start()
         if ready is not None:
             ready(self.info())
         watch = 0 if self.config.watch_stdin else None
+        self._poller.register(self._wake_r, select.POLLIN)
+        if watch is not None:
+            self._poller.register(watch, select.POLLIN)
         try:
             while not self.stopping:
-                waitables: list[Any] = [self._wake_r, *self.conns]
-                if watch is not None:
-                    waitables.append(watch)
-                for obj in mpc.wait(waitables, timeout=0.5):
-                    if obj == self._wake_r and isinstance(obj, int):
+                for fd, _ in self._poller.poll(500):
+                    if fd == self._wake_r:
                         self._take_new_conns()
-                    elif watch is not None and obj == watch and isinstance(obj, int):
+                    elif fd == watch:
                         if not os.read(watch, 4096):
                             log.info("owner gone (stdin closed): stopping")
                             self.stopping = True
                     else:
-                        self._handle(obj)
+                        conn = self._by_fd.get(fd)
+                        if conn is not None:
+                            self._handle(conn)
                     if self.stopping:
                         break
                 for hook in self.on_tick:
@@ -295,13 +305,21 @@ class Manager:
             pass
         while True:
             try:
-                self.conns.append(self._new_conns.get_nowait())
+                conn = self._new_conns.get_nowait()
             except queue.Empty:
                 return
+            self.conns.append(conn)
+            self._by_fd[conn.fileno()] = conn
+            self._poller.register(conn.fileno(), select.POLLIN)
 
     def _drop(self, conn: Any) -> None:
         if conn in self.conns:
             self.conns.remove(conn)
+            for fd, known in list(self._by_fd.items()):
+                if known is conn:
+                    del self._by_fd[fd]
+                    with contextlib.suppress(KeyError, ValueError, OSError):
+                        self._poller.unregister(fd)
         try:
             conn.close()
         except OSError:

@@ -184,7 +184,15 @@ _embedded: ManagerProcess | None = None
 
 def _after_fork_in_child() -> None:
     global _client, _lock, _embedded
-    _client = None  # the parent's socket is not ours to use
+    inherited = _client
+    if inherited is not None:
+        # Not ours to use; close our copies so the manager sees the parent's
+        # connection end when the parent closes it (once() hand-overs rely on it).
+        with contextlib.suppress(Exception):
+            inherited.conn.close()
+        with contextlib.suppress(Exception):
+            inherited.replica.close()
+    _client = None
     _embedded = None  # nor is its manager ours to stop
     _lock = threading.RLock()
 
