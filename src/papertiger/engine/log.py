@@ -34,7 +34,9 @@ leading and trailing seq let it verify what it read anyway.
 **Checkpoints and retirement**: once the log written since the last
 checkpoint exceeds ``max(checkpoint_bytes, size of the last checkpoint)``
 (so checkpointing costs amortised O(1) per logged byte), the manager writes
-a new checkpoint and publishes it under the seqlock.  It then unlinks the
+a new checkpoint -- after it applied the entry to its state, so that the
+checkpoint covers every entry up to its seq -- and publishes it under the
+seqlock.  It then unlinks the
 log segments and the checkpoint that only the checkpoint *before* the
 previous one needed.  Unlinking never disturbs a reader that has a segment
 mapped; a reader that needs a segment that is gone reloads from the newest
@@ -61,6 +63,7 @@ from .shm import (
     KIND_LOG,
     NAME_PREFIX,
     Segment,
+    pid_alive,
 )
 
 __all__ = [
@@ -212,6 +215,7 @@ class LogWriter:
             new = self._new_log_segment(number, max(self.segment_bytes, need + ENTRY_HEAD_SIZE))
             self._write_entry(new.buf, HEADER_SIZE, seq, payload, length)
             ENTRY_HEAD.pack_into(seg.buf, off, END, 0, 0)
+            seg.close()  # full: never written again; readers map it themselves
             self.current, self.number = new, number
             self.offset = HEADER_SIZE + need
         else:
@@ -220,9 +224,27 @@ class LogWriter:
         self.seq = seq
         U64.pack_into(self.cbuf, OFF_HEAD, seq)  # publication
         self.bytes_since_checkpoint += need
-        if self.bytes_since_checkpoint >= max(self.checkpoint_bytes, self.last_checkpoint_size):
-            self.write_checkpoint()
         return seq
+
+    def checkpoint_if_due(self) -> bool:
+        """Write a checkpoint when enough was logged since the last one.
+
+        Call it after the appended effects are applied to the state, never from
+        :meth:`append`: a checkpoint claims to cover every entry up to ``seq``.
+        A checkpoint that cannot be written (``/dev/shm`` full) is logged and
+        tried again once as much log again has been written (each try costs a
+        snapshot of the whole state); the entries already published stand.
+        """
+        due = max(self.checkpoint_bytes, self.last_checkpoint_size)
+        if self.bytes_since_checkpoint < due:
+            return False
+        try:
+            self.write_checkpoint()
+        except StoreError as exc:
+            self.bytes_since_checkpoint = 0
+            log.warning("could not write a checkpoint (will retry after %d bytes): %s", due, exc)
+            return False
+        return True
 
     @staticmethod
     def _write_entry(buf: memoryview, off: int, seq: int, payload: bytes, length: int) -> None:
@@ -247,6 +269,7 @@ class LogWriter:
         start = HEADER_SIZE + CHECKPOINT_POS.size
         seg.buf[start : start + len(data)] = data
         seg.set_length(len(data))
+        seg.close()  # written once; only its name is needed from here on
         self.checkpoints[number] = (seg, self.number)
         gen = U64.unpack_from(self.cbuf, OFF_GEN)[0]
         U64.pack_into(self.cbuf, OFF_GEN, gen + 1)
@@ -363,6 +386,11 @@ class LogReader:
     def _check_alive(self) -> None:
         if self.control.status == STATUS_STOPPED:
             raise StoreUnavailable("the store has stopped: its segments are gone.")
+        if not pid_alive(self.control.pid):
+            raise StoreUnavailable(
+                f"the papertiger manager (pid {self.control.pid}) died and its segments are "
+                "gone; start a new one."
+            )
         time.sleep(0.001)
 
     def _switch(self, number: int) -> None:
