@@ -35,12 +35,13 @@ from typing import Any, NamedTuple
 
 import msgpack
 
-from .errors import AlreadyExists, InvalidRequest, NotFound
+from .errors import AlreadyExists, InvalidRequest, NotFound, StoreError
 from .namespace import Namespace, format_namespace, normalize_namespace
 from .state import BATCH, CLEAR, CLEAR_NS, DELETE, PUT, State
 
 __all__ = [
     "ID_ALPHABET",
+    "BatchBuilder",
     "PreparedRecord",
     "generate_id",
     "index_values",
@@ -76,6 +77,9 @@ def generate_id(prefix: str) -> str:
 # -- values -------------------------------------------------------------------
 
 
+_SCALARS = frozenset({str, int, float, bool, bytes, type(None)})
+
+
 def _keys_are_str(mapping: dict[Any, Any]) -> bool:
     """True when every key in ``mapping`` and the containers below it is a str.
 
@@ -88,8 +92,11 @@ def _keys_are_str(mapping: dict[Any, Any]) -> bool:
         if cls is dict:
             if not _keys_are_str(value):
                 return False
-        elif (cls is list or cls is tuple) and not _items_keys_are_str(value):
-            return False
+        elif cls is list or cls is tuple:
+            if not _items_keys_are_str(value):
+                return False
+        elif cls not in _SCALARS and isinstance(value, (Mapping, list, tuple)):
+            return False  # another mapping or sequence class: the slow path checks it
     return True
 
 
@@ -99,23 +106,36 @@ def _items_keys_are_str(items: list[Any] | tuple[Any, ...]) -> bool:
         if cls is dict:
             if not _keys_are_str(value):
                 return False
-        elif (cls is list or cls is tuple) and not _items_keys_are_str(value):
+        elif cls is list or cls is tuple:
+            if not _items_keys_are_str(value):
+                return False
+        elif cls not in _SCALARS and isinstance(value, (Mapping, list, tuple)):
             return False
     return True
 
 
 def _find_unpackable(value: Any, path: str) -> tuple[str, str] | None:
     """The first field msgpack cannot carry, as ``(path, what)``; None when all can."""
-    if value is None or isinstance(value, (bool, float, str, bytes)):
+    if value is None or isinstance(value, (bool, float, bytes)):
+        return None
+    if isinstance(value, str):
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return path, "a str holding a lone surrogate (not valid UTF-8)"
         return None
     if isinstance(value, int):
         if _INT_MIN <= value <= _INT_MAX:
             return None
         return path, f"an integer outside msgpack's range ({value})"
     if isinstance(value, Mapping):
+        if not isinstance(value, dict):  # msgpack packs dicts only
+            return path, f"a mapping of type {type(value).__name__} (not a dict)"
         for key, item in value.items():
             if not isinstance(key, str):
                 return path, f"a mapping with the {type(key).__name__} key {key!r}"
+            if _find_unpackable(key, path):
+                return path, f"a mapping with the key {key!r}, a str that is not valid UTF-8"
             found = _find_unpackable(item, f"{path}.{key}" if path else key)
             if found:
                 return found
@@ -204,6 +224,15 @@ def check_id(value: object, param: str = "id") -> str:
             f"Invalid {param}: an id must be 1 to {MAX_ID_LENGTH} characters, got {len(value)}.",
             param=param,
         )
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise InvalidRequest(
+                f"Invalid {param}: {value!r} is not valid Unicode text (it holds a lone "
+                "surrogate); use an id that can be encoded as UTF-8.",
+                param=param,
+            ) from None
     return str(value)
 
 
@@ -346,31 +375,80 @@ def _resolve_put(state: State, req: list[Any]) -> list[Any]:
     return [PUT, table, list(key), record_id, created, packed, idx]
 
 
+class BatchBuilder:
+    """An ``insert_many`` batch being assembled, possibly over several frames.
+
+    :meth:`add` checks each record's frame as it arrives (and ids repeated
+    within the batch); :meth:`finish` checks the whole batch against the
+    state and returns one ``BATCH`` effect, or raises without changing
+    anything: all or nothing.  The first error is kept, so a batch sent in
+    chunks fails as a whole at ``finish``.  O(k) to add k records, O(k) to
+    finish.
+    """
+
+    __slots__ = ("effects", "error", "key", "ns_list", "resource", "seen", "table")
+
+    def __init__(self, table: object, resource: object, ns: object) -> None:
+        self.table = _table("put_many", table)
+        self.resource = str(resource)
+        self.key = _ns(ns)
+        self.ns_list = list(self.key)
+        self.effects: list[list[Any]] = []
+        self.seen: set[str] = set()
+        self.error: StoreError | None = None
+
+    def matches(self, table: object, ns: object) -> bool:
+        return table == self.table and isinstance(ns, (list, tuple)) and tuple(ns) == self.key
+
+    def add(self, items: object) -> None:
+        """Check and keep a chunk of ``[id, created, packed, index_values]`` records."""
+        if self.error is not None:
+            return
+        if not isinstance(items, list):
+            self.error = _frame_error("put_many", "the records must be a list")
+            return
+        table, ns_list, seen, effects = self.table, self.ns_list, self.seen, self.effects
+        for item in items:
+            i = len(effects)
+            try:
+                record_id, created, packed, idx = _wire_record("put_many", item)
+            except InvalidRequest as exc:
+                self.error = InvalidRequest(
+                    f"records[{i}]: {exc.message} Nothing was inserted.", param=exc.param
+                )
+                return
+            if record_id in seen:
+                self.error = self._exists(i, record_id, " (twice in this batch)")
+                return
+            seen.add(record_id)
+            effects.append([PUT, table, ns_list, record_id, created, packed, idx])
+
+    def _exists(self, i: int, record_id: str, why: str) -> AlreadyExists:
+        return AlreadyExists(
+            f"records[{i}]: {self.resource} '{record_id}' already exists in namespace "
+            f"{format_namespace(self.key)}{why}; nothing was inserted.",
+            param="id",
+        )
+
+    def finish(self, state: State) -> list[Any]:
+        """The batch's effect, or raise its first error. Pure: reads ``state`` only."""
+        if self.error is not None:
+            raise self.error
+        partition = state.partition(self.table, self.key)
+        if partition is not None:
+            records = partition.records
+            for i, effect in enumerate(self.effects):
+                if effect[3] in records:
+                    raise self._exists(i, effect[3], "")
+        return [BATCH, self.effects]
+
+
 def _resolve_put_many(state: State, req: list[Any]) -> list[Any]:
     # ["put_many", table, resource, ns, [[id, created, packed, idx], ...]]
     _, table, resource, ns, items = req
-    table = _table("put_many", table)
-    key = _ns(ns)
-    if not isinstance(items, list):
-        raise _frame_error("put_many", "the records must be a list")
-    ns_list = list(key)
-    effects = []
-    seen: set[str] = set()
-    for i, item in enumerate(items):
-        try:
-            record_id, created, packed, idx = _wire_record("put_many", item)
-        except InvalidRequest as exc:
-            raise InvalidRequest(f"records[{i}]: {exc.message}", param=exc.param) from None
-        if record_id in seen or state.get(table, key, record_id) is not None:
-            raise AlreadyExists(
-                f"records[{i}]: {resource} '{record_id}' already exists in namespace "
-                f"{format_namespace(key)}{' (twice in this batch)' if record_id in seen else ''}; "
-                "nothing was inserted.",
-                param="id",
-            )
-        seen.add(record_id)
-        effects.append([PUT, table, ns_list, record_id, created, packed, idx])
-    return [BATCH, effects]
+    batch = BatchBuilder(table, resource, ns)
+    batch.add(items)
+    return batch.finish(state)
 
 
 def _resolve_patch(state: State, req: list[Any]) -> list[Any]:

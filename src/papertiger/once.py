@@ -10,10 +10,17 @@ stored outside every namespace, so per-test cleanup never removes them.
 Results must be msgpack-able (dicts with str keys, lists, str, int, float,
 bool, None, bytes); every caller, the first included, gets the decoded
 stored value, so all of them see exactly the same thing.
+
+Keys are global to the manager, unless ``PAPERTIGER_ONCE_SCOPE`` is set: then
+every key is read as ``<scope>:<key>``.  The pytest plugin sets it to the
+run's id when the run uses a long-lived manager (a daemon), so that results
+are made once per run, not once per daemon.
 """
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -23,7 +30,14 @@ from .commands import check_id, pack_value
 from .engine.server import current_client
 from .errors import StoreError
 
-__all__ = ["once"]
+__all__ = ["ENV_ONCE_SCOPE", "once"]
+
+#: Environment variable naming the scope that prefixes every ``once`` key.
+ENV_ONCE_SCOPE = "PAPERTIGER_ONCE_SCOPE"
+
+# keys whose factory this thread is running: a nested once() of the same key
+# would wait for itself forever
+_running = threading.local()
 
 
 def once(key: str, factory: Callable[[], Any]) -> Any:
@@ -37,6 +51,15 @@ def once(key: str, factory: Callable[[], Any]) -> Any:
     check_id(key, "key")
     if not callable(factory):
         raise StoreError("once(key, factory): factory must be callable")
+    scope = os.environ.get(ENV_ONCE_SCOPE)
+    if scope:
+        key = check_id(f"{scope}:{key}", "key")
+    running: set[str] = _running.__dict__.setdefault("keys", set())
+    if key in running:
+        raise StoreError(
+            f"once({key!r}) was called again from inside its own factory, which would wait "
+            "for itself forever; use a different key for the inner call."
+        )
     client = current_client()
     channel = client.channel()  # waiting must not hold this process's main connection
     try:
@@ -44,12 +67,15 @@ def once(key: str, factory: Callable[[], Any]) -> Any:
             _, result = channel.request(["once", key])
             if result[0] == "done":
                 return msgpack.unpackb(result[1])
+            running.add(key)
             try:
                 value = factory()
                 packed = pack_value(value, "value")
             except BaseException:
                 channel.request(["once_abandon", key])
                 raise
+            finally:
+                running.discard(key)
             channel.request(["once_done", key, packed])
             return msgpack.unpackb(packed)
     finally:

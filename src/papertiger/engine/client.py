@@ -13,12 +13,13 @@ from __future__ import annotations
 import os
 import select
 import threading
+from collections.abc import Iterable
 from typing import Any
 
 import msgpack
 from multiprocess import connection as mpc
 
-from ..errors import StoreUnavailable
+from ..errors import InvalidRequest, StoreUnavailable
 from .protocol import PROTOCOL_VERSION, decode_reply
 from .replica import Replica
 from .shm import pid_alive
@@ -55,26 +56,64 @@ class Channel:
 
     def request(self, req: list[Any]) -> tuple[int, Any]:
         """Send one request, wait for its reply; ``(seq, result)`` or raise its error."""
-        frame = msgpack.packb(req, use_bin_type=True)
+        try:
+            frame = msgpack.packb(req, use_bin_type=True)
+        except (TypeError, ValueError, OverflowError) as exc:  # e.g. a lone surrogate
+            raise InvalidRequest(
+                f"Invalid request: it cannot be encoded ({exc}); use str, int, float, bool, "
+                "None, bytes, lists and dicts with str keys, and valid Unicode text.",
+                param="request",
+            ) from None
         with self.lock:
-            conn = self.conn
             try:
-                conn.send_bytes(frame)
-                while not self._poller.poll(LIVENESS_MS):
-                    if self.manager_pid and not pid_alive(self.manager_pid):
-                        raise StoreUnavailable(
-                            f"the papertiger manager (pid {self.manager_pid}) died; "
-                            "the write was not acknowledged."
-                        )
-                reply = conn.recv_bytes()
+                self.conn.send_bytes(frame)
+                reply = self._await_reply()
             except (EOFError, OSError) as exc:
-                if isinstance(exc, StoreUnavailable):
-                    raise
-                raise StoreUnavailable(
-                    f"lost the connection to the papertiger manager at {self.address} "
-                    f"({type(exc).__name__}); it has stopped or was killed."
-                ) from None
+                raise self._lost(exc) from None
         return decode_reply(reply)
+
+    def request_streamed(
+        self, frames: Iterable[list[Any]], final: list[Any], abort: list[Any]
+    ) -> tuple[int, Any]:
+        """Send ``frames`` (no replies) as they are produced, then ``final``; await its reply.
+
+        The frames are produced lazily, so the caller's work on the next one
+        overlaps the manager's work on the previous one.  If producing a frame
+        raises, ``abort`` is sent instead of ``final`` and the error propagates.
+        """
+        packb = msgpack.packb
+        with self.lock:
+            try:
+                try:
+                    for req in frames:
+                        self.conn.send_bytes(packb(req, use_bin_type=True))
+                except (EOFError, OSError):
+                    raise
+                except BaseException:
+                    self.conn.send_bytes(packb(abort, use_bin_type=True))
+                    raise
+                self.conn.send_bytes(packb(final, use_bin_type=True))
+                reply = self._await_reply()
+            except (EOFError, OSError) as exc:
+                raise self._lost(exc) from None
+        return decode_reply(reply)
+
+    def _await_reply(self) -> bytes:
+        while not self._poller.poll(LIVENESS_MS):
+            if self.manager_pid and not pid_alive(self.manager_pid):
+                raise StoreUnavailable(
+                    f"the papertiger manager (pid {self.manager_pid}) died; "
+                    "the write was not acknowledged."
+                )
+        return bytes(self.conn.recv_bytes())
+
+    def _lost(self, exc: BaseException) -> StoreUnavailable:
+        if isinstance(exc, StoreUnavailable):
+            return exc
+        return StoreUnavailable(
+            f"lost the connection to the papertiger manager at {self.address} "
+            f"({type(exc).__name__}); it has stopped or was killed."
+        )
 
     def close(self) -> None:
         try:

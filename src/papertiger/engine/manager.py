@@ -54,7 +54,7 @@ import msgpack
 from multiprocess import connection as mpc
 
 from .. import __version__
-from ..commands import WRITE_OPS, check_id, resolve
+from ..commands import WRITE_OPS, BatchBuilder, check_id, resolve
 from ..errors import InvalidRequest, StoreError
 from ..state import PUT, State
 from .log import DEFAULT_CHECKPOINT_BYTES, DEFAULT_SEGMENT_BYTES, LogWriter, new_prefix
@@ -135,6 +135,7 @@ class Manager:
         self.conns: list[Any] = []
         self.once_claims: dict[str, Any] = {}
         self.once_waiters: dict[str, list[Any]] = {}
+        self.staged: dict[tuple[int, str], BatchBuilder] = {}
         self.refused = 0
         self.requests = 0
         self._new_conns: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -324,6 +325,8 @@ class Manager:
             conn.close()
         except OSError:
             pass
+        for staged in [k for k in self.staged if k[0] == id(conn)]:
+            del self.staged[staged]
         for waiters in self.once_waiters.values():
             if conn in waiters:
                 waiters.remove(conn)
@@ -378,6 +381,7 @@ class Manager:
         payload = msgpack.packb(effect, use_bin_type=True)
         seq = self.writer.append(payload)  # may raise StoreError (/dev/shm full): nothing changed
         self.state.apply(effect)
+        self.writer.checkpoint_if_due()  # after apply: the checkpoint must include this effect
         for hook in self.on_write:
             hook(self)
         return seq
@@ -400,6 +404,54 @@ class Manager:
         self.stopping = True
         return encode_ok(self.writer.seq, None)
 
+    def _op_stage(self, conn: Any, req: list[Any]) -> None:
+        # ["stage", txid, table, resource, ns, records]: part of a batch; never replied to.
+        txid = req[1] if len(req) > 1 and isinstance(req[1], str) else "?"
+        key = (id(conn), txid)
+        batch = self.staged.get(key)
+        try:
+            if len(req) != 6:
+                raise InvalidRequest(
+                    f"Malformed stage request: expected 6 items, got {len(req)}.", param="request"
+                )
+            _, _, table, resource, ns, items = req
+            if batch is None:
+                batch = self.staged[key] = BatchBuilder(table, resource, ns)
+            elif not batch.matches(table, ns):
+                raise InvalidRequest(
+                    "Malformed stage request: a batch's chunks must share table and namespace.",
+                    param="request",
+                )
+            batch.add(items)
+        except Exception as exc:
+            error = (
+                exc
+                if isinstance(exc, StoreError)
+                else InvalidRequest(
+                    f"Malformed stage request: {type(exc).__name__}: {exc}", param="request"
+                )
+            )
+            if batch is None:
+                batch = self.staged[key] = BatchBuilder("_invalid", "", ["_invalid"])
+            if batch.error is None:
+                batch.error = error
+        return None
+
+    def _op_commit(self, conn: Any, req: list[Any]) -> bytes:
+        # ["commit", txid]: apply the staged batch as one effect, all or nothing.
+        txid = req[1] if len(req) == 2 else None
+        batch = self.staged.pop((id(conn), txid), None) if isinstance(txid, str) else None
+        if batch is None:
+            raise InvalidRequest(f"No staged batch {txid!r} on this connection.", param="request")
+        seq = self._publish(batch.finish(self.state))
+        return encode_ok(seq, None)
+
+    def _op_abort(self, conn: Any, req: list[Any]) -> None:
+        # ["abort", txid]: forget a staged batch; never replied to.
+        if len(req) == 2 and isinstance(req[1], str):
+            self.staged.pop((id(conn), req[1]), None)
+        return None
+
     def _op_once(self, conn: Any, req: list[Any]) -> bytes | None:
         key = _once_key(req)
         done = self.state.get(ONCE_TABLE, ONCE_NAMESPACE, key)
@@ -418,6 +470,13 @@ class Manager:
         if self.once_claims.get(key) is not conn:
             raise InvalidRequest(f"once({key!r}) is not claimed by this client.", param="key")
         packed = req[2]
+        try:  # rare and small: decode it here, so no waiter ever gets bytes it cannot read
+            msgpack.unpackb(packed)
+        except Exception:
+            raise InvalidRequest(
+                f"Malformed once_done request: the result for {key!r} is not one msgpack value.",
+                param="value",
+            ) from None
         seq = self._publish([PUT, ONCE_TABLE, list(ONCE_NAMESPACE), key, 0, packed, None])
         del self.once_claims[key]
         for waiter in self.once_waiters.pop(key, []):
@@ -498,6 +557,9 @@ _OPS: dict[str, Callable[[Manager, Any, list[Any]], bytes | None]] = {
     "once": Manager._op_once,
     "once_done": Manager._op_once_done,
     "once_abandon": Manager._op_once_abandon,
+    "stage": Manager._op_stage,
+    "commit": Manager._op_commit,
+    "abort": Manager._op_abort,
 }
 
 

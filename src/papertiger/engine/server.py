@@ -27,6 +27,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,7 @@ class ManagerProcess:
         self.pid: int = int(self.info["pid"])
         self.control: str = self.info["control"]
         self.owner_pid = os.getpid()
+        _owned_managers.add(self)
 
     def _await_ready(self) -> dict[str, Any]:
         assert self.proc.stdout is not None
@@ -180,6 +182,9 @@ _lock = threading.RLock()
 _client: Client | None = None
 _explicit: tuple[str, bytes] | None = None
 _embedded: ManagerProcess | None = None
+#: Managers this process started; a forked child closes its copies of their stdin
+#: pipes, or the manager would never see EOF when its owner stops or dies.
+_owned_managers: weakref.WeakSet[ManagerProcess] = weakref.WeakSet()
 
 
 def _after_fork_in_child() -> None:
@@ -194,6 +199,10 @@ def _after_fork_in_child() -> None:
             inherited.replica.close()
     _client = None
     _embedded = None  # nor is its manager ours to stop
+    for owned in list(_owned_managers):
+        if owned.proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                owned.proc.stdin.close()
     _lock = threading.RLock()
 
 

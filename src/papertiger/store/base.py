@@ -19,20 +19,28 @@ manager and return once every process can see them.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, ClassVar
 
 import msgpack
 
-from ..commands import PreparedRecord, check_id, pack_value, prepare_record
+from ..commands import PreparedRecord, check_id, generate_id, pack_value, prepare_record
 from ..engine.server import current_client
-from ..errors import InvalidRequest, NotFound
+from ..errors import InvalidRequest, NotFound, StoreError
 from ..namespace import NamespaceLike, current_namespace, normalize_namespace
 from ..pagination import DEFAULT_LIMIT, StripeList, check_page_params, select_page
 
 __all__ = ["Store"]
 
 _unpackb = msgpack.unpackb
+
+
+def _undecodable(what: str, exc: Exception) -> StoreError:
+    """The error for stored bytes that do not decode (only a faulty client can write them)."""
+    return StoreError(
+        f"{what} could not be decoded ({type(exc).__name__}: {exc}): a client stored bytes "
+        "that are not a msgpack map. Overwrite or delete the record."
+    )
 
 
 class Store:
@@ -50,6 +58,8 @@ class Store:
     url: ClassVar[str]
     #: Fields indexed for ``find_by_<field>``.
     indexes: ClassVar[tuple[str, ...]] = ()
+    #: Records per frame when ``insert_many`` streams a large batch to the manager.
+    BATCH_CHUNK: ClassVar[int] = 200
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -82,7 +92,10 @@ class Store:
             packed = replica.catch_up().get(cls.table_name, current_namespace(), id)
         if packed is None:
             raise NotFound(f"No such {cls.object_name}: '{id}'", param="id")
-        return _unpackb(packed)  # type: ignore[no-any-return]
+        try:
+            return _unpackb(packed)  # type: ignore[no-any-return]
+        except Exception as exc:
+            raise _undecodable(f"{cls.object_name} '{id}'", exc) from None
 
     @classmethod
     def list(
@@ -99,7 +112,11 @@ class Store:
             packed, has_more = select_page(
                 partition, limit, starting_after, ending_before, cls.object_name
             )
-        return StripeList(data=[_unpackb(p) for p in packed], has_more=has_more, url=cls.url)
+        try:
+            data = [_unpackb(p) for p in packed]
+        except Exception as exc:
+            raise _undecodable(f"A {cls.object_name} on this page", exc) from None
+        return StripeList(data=data, has_more=has_more, url=cls.url)
 
     @classmethod
     def count(cls) -> int:
@@ -123,7 +140,10 @@ class Store:
         with replica.lock:
             partition = replica.catch_up().partition(cls.table_name, current_namespace())
             packed = partition.find(field, value) if partition is not None else []
-        return [_unpackb(p) for p in packed]
+        try:
+            return [_unpackb(p) for p in packed]
+        except Exception as exc:
+            raise _undecodable(f"A {cls.object_name} with that {field}", exc) from None
 
     @classmethod
     def list_namespace(cls, ns: NamespaceLike | None = None) -> builtins.list[dict[str, Any]]:
@@ -133,7 +153,10 @@ class Store:
         with replica.lock:
             partition = replica.catch_up().partition(cls.table_name, key)
             packed = builtins.list(partition.newest_first()) if partition is not None else []
-        return [_unpackb(p) for p in packed]
+        try:
+            return [_unpackb(p) for p in packed]
+        except Exception as exc:
+            raise _undecodable(f"A {cls.object_name} of this namespace", exc) from None
 
     # -- writes ---------------------------------------------------------------
     @classmethod
@@ -175,26 +198,37 @@ class Store:
 
     @classmethod
     def insert_many(cls, records: Iterable[Mapping[str, Any]]) -> builtins.list[dict[str, Any]]:
-        """Insert every record, or none: one effect, all or nothing. O(k log n)."""
+        """Insert every record, or none: one effect, all or nothing. O(k log n).
+
+        Large batches travel in chunks of :attr:`BATCH_CHUNK` records, packed
+        here while the manager checks the previous chunk; the manager applies
+        them together, as one effect, only once the last one arrived and the
+        whole batch passed.  Returns the stored records.
+        """
         if isinstance(records, (Mapping, str, bytes)) or not isinstance(records, Iterable):
             raise InvalidRequest("Invalid records: expected a list of dicts.", param="records")
-        prepared = []
-        for i, record in enumerate(records):
-            try:
-                prepared.append(cls._prepare(record))
-            except InvalidRequest as exc:
-                raise InvalidRequest(
-                    f"records[{i}]: {exc.message} Nothing was inserted.", param=exc.param
-                ) from None
-        current_client().request(
-            [
-                "put_many",
-                cls.table_name,
-                cls.object_name,
-                current_namespace(),
-                [p.wire() for p in prepared],
-            ]
-        )
+        prepared: builtins.list[PreparedRecord] = []
+        ns = current_namespace()
+
+        def chunks(txid: str) -> Iterator[builtins.list[Any]]:
+            chunk: builtins.list[Any] = []
+            for i, record in enumerate(records):
+                try:
+                    p = cls._prepare(record)
+                except InvalidRequest as exc:
+                    raise InvalidRequest(
+                        f"records[{i}]: {exc.message} Nothing was inserted.", param=exc.param
+                    ) from None
+                prepared.append(p)
+                chunk.append(p.wire())
+                if len(chunk) == cls.BATCH_CHUNK:
+                    yield ["stage", txid, cls.table_name, cls.object_name, ns, chunk]
+                    chunk = []
+            if chunk or not prepared:  # an empty batch is staged too: commit needs one
+                yield ["stage", txid, cls.table_name, cls.object_name, ns, chunk]
+
+        txid = generate_id("tx")
+        current_client().request_streamed(chunks(txid), ["commit", txid], ["abort", txid])
         return [p.record for p in prepared]
 
     @classmethod
