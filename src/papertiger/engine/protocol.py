@@ -16,6 +16,11 @@ write ops              see :mod:`papertiger.commands` (``put``, ``put_many``,
 ``once``               ``["done", packed]`` or ``["run"]`` (reply may wait)
 ``once_done``          store a ``once`` result: ``["once_done", key, packed]``
 ``once_abandon``       the caller's factory failed: hand the claim on
+``stage``              part of a large ``insert_many``:
+                       ``["stage", txid, table, resource, ns, records]``;
+                       never replied to (errors surface at ``commit``)
+``commit``             apply the staged batch as one effect: ``["commit", txid]``
+``abort``              forget a staged batch; never replied to
 ``checkpoint``         write a checkpoint now
 ``shutdown``           stop the manager after replying
 =====================  ======================================================
