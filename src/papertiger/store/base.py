@@ -85,7 +85,7 @@ class Store:
     @classmethod
     def get(cls, id: str) -> dict[str, Any]:
         """The record ``id`` as a fresh dict; raises :class:`NotFound`. O(1) + decode."""
-        if type(id) is not str:
+        if type(id) is not str or not id:
             check_id(id)
         replica = current_client().replica
         with replica.lock:
