@@ -83,33 +83,40 @@ _SCALARS = frozenset({str, int, float, bool, bytes, type(None)})
 def _keys_are_str(mapping: dict[Any, Any]) -> bool:
     """True when every key in ``mapping`` and the containers below it is a str.
 
-    The fast path of validation: no paths are built; O(keys + items).
+    The fast path of validation: no paths are built; O(keys + items).  Any
+    value that is not a plain scalar, dict, list or tuple returns False and
+    leaves it to the slow path, which names the field at fault.
     """
     for key, value in mapping.items():
         if key.__class__ is not str:
             return False
         cls = value.__class__
+        if cls in _SCALARS:
+            continue
         if cls is dict:
             if not _keys_are_str(value):
                 return False
         elif cls is list or cls is tuple:
             if not _items_keys_are_str(value):
                 return False
-        elif cls not in _SCALARS and isinstance(value, (Mapping, list, tuple)):
-            return False  # another mapping or sequence class: the slow path checks it
+        else:
+            return False
     return True
 
 
 def _items_keys_are_str(items: list[Any] | tuple[Any, ...]) -> bool:
+    """:func:`_keys_are_str` for the items of a list or tuple."""
     for value in items:
         cls = value.__class__
+        if cls in _SCALARS:
+            continue
         if cls is dict:
             if not _keys_are_str(value):
                 return False
         elif cls is list or cls is tuple:
             if not _items_keys_are_str(value):
                 return False
-        elif cls not in _SCALARS and isinstance(value, (Mapping, list, tuple)):
+        else:
             return False
     return True
 
