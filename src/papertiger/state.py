@@ -153,7 +153,10 @@ class Partition:
         by_value = self.indexes.get(field)
         if not by_value:
             return []
-        ids = by_value.get(value)
+        try:
+            ids = by_value.get(value)
+        except TypeError:  # unhashable: only str and int values are ever indexed
+            return []
         if not ids:
             return []
         records = self.records

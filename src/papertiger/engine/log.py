@@ -307,6 +307,7 @@ class LogWriter:
             "checkpoints": len(self.checkpoints),
             "checkpoint_bytes": ckpt_bytes,
             "checkpoint_count": self.checkpoint_count,
+            "segment_switches": self.number,  # log segments filled so far
             "shm_bytes": log_bytes + ckpt_bytes + HEADER_SIZE + self.control.capacity,
         }
 

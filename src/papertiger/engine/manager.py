@@ -19,8 +19,8 @@ effect.  Reads never come here.
 A separate thread only accepts connections (including the authkey
 handshake, so a slow or hostile client cannot stall the loop) and hands
 them over through a pipe.  Every accepted socket gets a 2 s send/receive
-timeout, so a client that stops mid-frame is dropped instead of stalling
-everyone else.
+timeout, before the handshake, so a client that stops mid-handshake or
+mid-frame is dropped instead of stalling everyone else.
 
 ``once(key)`` claims live here too: the first caller is told to run its
 factory, later callers' replies are held back until the result is stored;
@@ -222,7 +222,7 @@ class Manager:
     def _accept_loop(self) -> None:
         while not self.stopping:
             try:
-                conn = self.listener.accept()
+                conn = self._accept_one()
             except mpc.AuthenticationError:
                 self.refused += 1
                 log.warning("refused a client: authentication failed (wrong authkey)")
@@ -235,15 +235,28 @@ class Manager:
             except Exception:  # pragma: no cover - never let the accept thread die
                 log.exception("unexpected error while accepting a client")
                 continue
-            try:
-                _set_io_timeout(conn, CLIENT_IO_TIMEOUT)
-            except OSError:  # pragma: no cover
-                pass
             self._new_conns.put(conn)
             try:
                 os.write(self._wake_w, b"x")
             except BlockingIOError:
                 pass
+
+    def _accept_one(self) -> Any:
+        """Accept one connection and run the authkey handshake under the I/O timeout.
+
+        ``Listener.accept`` would run the handshake with no timeout at all, so one
+        client that connects and then says nothing (stopped, hung, hostile) would
+        keep every later client out.
+        """
+        conn = self.listener._listener.accept()
+        try:
+            _set_io_timeout(conn, CLIENT_IO_TIMEOUT)
+            mpc.deliver_challenge(conn, self.config.authkey)
+            mpc.answer_challenge(conn, self.config.authkey)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     # -- the loop ---------------------------------------------------------------
     def serve_forever(self, ready: Callable[[dict[str, Any]], None] | None = None) -> None:

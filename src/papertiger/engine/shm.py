@@ -13,6 +13,10 @@ two roles apart, which that class does not do on Python < 3.13:
   ``/dev/shm`` is an :class:`~papertiger.errors.StoreError` now rather than a
   SIGBUS later.  It registers the name with the manager's resource tracker,
   so a SIGKILLed manager's segments are unlinked when its tracker notices.
+  ``PAPERTIGER_SHM_MAX_BYTES`` (:data:`ENV_SHM_MAX_BYTES`) caps the bytes one
+  manager may hold reserved, checked the same way: a machine shared with
+  others (or a test) can bound the store, or simulate a nearly full
+  ``/dev/shm``, without filling the real one.
 * :meth:`Segment.attach` (readers): ``O_RDONLY`` and ``PROT_READ``, never
   registered with any tracker, so a reader that exits (or is killed) can
   never unlink what it attached (CPython gh-82300).
@@ -40,6 +44,7 @@ from collections.abc import Iterator
 from ..errors import StoreError
 
 __all__ = [
+    "ENV_SHM_MAX_BYTES",
     "HEADER",
     "HEADER_SIZE",
     "KIND_CHECKPOINT",
@@ -63,6 +68,28 @@ KIND_CONTROL, KIND_LOG, KIND_CHECKPOINT = 1, 2, 3
 NAME_PREFIX = "ptg_"
 SHM_DIR = "/dev/shm"
 _MIN_FREE_MARGIN = 4 * 1024 * 1024
+#: Caps the bytes of shared memory one manager may hold reserved (unset: no cap).
+ENV_SHM_MAX_BYTES = "PAPERTIGER_SHM_MAX_BYTES"
+_reserved = 0  # bytes of the segments this process created and has not unlinked yet
+
+
+def _check_shm_cap(size: int, name: str) -> None:
+    """Raise :class:`StoreError` when reserving ``size`` more bytes would pass the cap."""
+    text = os.environ.get(ENV_SHM_MAX_BYTES)
+    if not text:
+        return
+    try:
+        cap = int(text)
+    except ValueError:
+        raise StoreError(
+            f"{ENV_SHM_MAX_BYTES} must be a number of bytes, got {text!r}; fix or unset it."
+        ) from None
+    if _reserved + size > cap:
+        raise StoreError(
+            f"/dev/shm is full for this store: it holds {_reserved} bytes and needs {size} "
+            f"more for segment {name}, but {ENV_SHM_MAX_BYTES} allows {cap}. Raise "
+            f"{ENV_SHM_MAX_BYTES}, or clear data the store no longer needs."
+        )
 
 
 def shm_free_bytes() -> int | None:
@@ -116,7 +143,9 @@ class Segment:
         Raises :class:`StoreError` when ``/dev/shm`` lacks the room. O(capacity)
         (the pages are reserved up front).
         """
+        global _reserved
         size = HEADER_SIZE + capacity
+        _check_shm_cap(size, name)
         free = shm_free_bytes()
         if free is not None and free < size + _MIN_FREE_MARGIN:
             raise StoreError(
@@ -144,6 +173,7 @@ class Segment:
             _posixshmem.shm_unlink("/" + name)
             raise
         os.close(fd)
+        _reserved += size
         if track:
             _tracker_register("/" + name)
         seg = cls(name, mapping, owned=True, tracked=track)
@@ -218,8 +248,10 @@ class Segment:
         """Remove the name (owner only); mappings elsewhere stay valid until closed."""
         if not self.owned:
             raise StoreError(f"segment {self.name} is not owned by this process")
+        global _reserved
         unlink_segment(self.name, tracked=self.tracked)
         self.owned = False
+        _reserved -= HEADER_SIZE + self.capacity
 
 
 def unlink_segment(name: str, *, tracked: bool) -> bool:

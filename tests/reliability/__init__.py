@@ -1,0 +1,1 @@
+"""Reliability and security tests: nothing lost, torn, leaked or let in."""
