@@ -8,100 +8,26 @@ environment.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
-import textwrap
 import threading
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from papertiger.engine.shm import list_segments, pid_alive
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-class Env:
-    """A private state directory and the environment pointing papertiger at it."""
-
-    def __init__(self) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="ptgc-"))  # short: socket paths are limited
-        self.state_dir = self.dir / "state"
-        self.env = {
-            k: v
-            for k, v in os.environ.items()
-            if k not in ("PAPERTIGER_ADDRESS", "PAPERTIGER_AUTHKEY", "PAPERTIGER_NAMESPACE")
-        }
-        self.env["PAPERTIGER_STATE_DIR"] = str(self.state_dir)
-        self.env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(ROOT / "src"), self.env.get("PYTHONPATH")) if p
-        )
-        self.pids: set[int] = set()
-
-    def run(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "papertiger", *args],
-            env={**self.env, **env},
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-
-    def json(self, *args: str, **env: str) -> tuple[int, Any]:
-        proc = self.run(*args, **env)
-        return proc.returncode, json.loads(proc.stdout)
-
-    def python(self, code: str) -> str:
-        proc = subprocess.run(
-            [sys.executable, "-c", textwrap.dedent(code)],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert proc.returncode == 0, proc.stderr
-        return proc.stdout
-
-    def state(self) -> dict[str, Any] | None:
-        try:
-            return dict(json.loads((self.state_dir / "daemon.json").read_text()))
-        except FileNotFoundError:
-            return None
-
-    def cleanup(self) -> None:
-        info = self.state()
-        if info is not None and pid_alive(info["pid"]):
-            self.pids.add(info["pid"])
-            self.run("daemon", "stop")
-        for pid in self.pids:
-            if pid_alive(pid):
-                os.kill(pid, signal.SIGKILL)
-            for name in list_segments(f"ptg_{pid}_"):
-                os.unlink(f"/dev/shm/{name}")
-        shutil.rmtree(self.dir, ignore_errors=True)
+from papertiger.engine.shm import list_segments
+from support import DaemonEnv
 
 
 @pytest.fixture
-def env() -> Iterator[Env]:
-    e = Env()
+def env() -> Iterator[DaemonEnv]:
+    e = DaemonEnv()
     try:
         yield e
     finally:
         e.cleanup()
-
-
-def wait_dead(pid: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while pid_alive(pid):
-        assert time.monotonic() < deadline, f"pid {pid} is still alive"
-        time.sleep(0.02)
 
 
 def test_help_lists_the_commands() -> None:
@@ -135,7 +61,7 @@ def _read_until_ready(proc: subprocess.Popen[str]) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_serve_runs_in_the_foreground_until_a_signal(env: Env, signum: int) -> None:
+def test_serve_runs_in_the_foreground_until_a_signal(env: DaemonEnv, signum: int) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "papertiger", "serve"],
         env=env.env,
@@ -157,7 +83,7 @@ def test_serve_runs_in_the_foreground_until_a_signal(env: Env, signum: int) -> N
             print(current_client().manager_pid)
             """
         )
-        assert int(out) == proc.pid
+        assert int(out.stdout) == proc.pid
         status = env.run("daemon", "status")
         assert status.returncode == 0 and f"pid {proc.pid}" in status.stdout
         segments = set(list_segments(f"ptg_{proc.pid}_"))
@@ -177,7 +103,7 @@ def test_serve_runs_in_the_foreground_until_a_signal(env: Env, signum: int) -> N
     assert not set(list_segments(f"ptg_{proc.pid}_")), "segments left after a clean stop"
 
 
-def test_serve_refuses_while_a_daemon_runs(env: Env) -> None:
+def test_serve_refuses_while_a_daemon_runs(env: DaemonEnv) -> None:
     start = env.run("daemon", "start")
     assert start.returncode == 0, start.stderr
     info = env.state()
@@ -212,16 +138,16 @@ print(json.dumps(customers))
 
 
 @pytest.fixture(scope="module")
-def seeded() -> Iterator[tuple[Env, list[dict[str, Any]]]]:
+def seeded() -> Iterator[tuple[DaemonEnv, list[dict[str, Any]]]]:
     """One seeded daemon for the read-only tests below (they never write)."""
-    env = Env()
+    env = DaemonEnv()
     try:
         start = env.run("daemon", "start")
         assert start.returncode == 0, start.stderr
         info = env.state()
         assert info is not None
         env.pids.add(info["pid"])
-        customers = json.loads(env.python(SEED))
+        customers = json.loads(env.python(SEED).stdout)
         yield env, customers
         assert env.run("daemon", "stop").returncode == 0
         assert not set(list_segments(f"ptg_{info['pid']}_"))
@@ -230,7 +156,7 @@ def seeded() -> Iterator[tuple[Env, list[dict[str, Any]]]]:
 
 
 def test_inspect_shows_tables_namespaces_and_counts(
-    seeded: tuple[Env, list[dict[str, Any]]],
+    seeded: tuple[DaemonEnv, list[dict[str, Any]]],
 ) -> None:
     env, _ = seeded
     proc = env.run("inspect")
@@ -261,7 +187,7 @@ def test_inspect_shows_tables_namespaces_and_counts(
 
 
 def test_inspect_reads_shared_memory_not_the_manager(
-    seeded: tuple[Env, list[dict[str, Any]]],
+    seeded: tuple[DaemonEnv, list[dict[str, Any]]],
 ) -> None:
     env, _ = seeded
     _, before = env.json("daemon", "status", "--json")
@@ -273,7 +199,7 @@ def test_inspect_reads_shared_memory_not_the_manager(
     assert after["requests"] - before["requests"] == 3
 
 
-def test_get_prints_the_record(seeded: tuple[Env, list[dict[str, Any]]]) -> None:
+def test_get_prints_the_record(seeded: tuple[DaemonEnv, list[dict[str, Any]]]) -> None:
     env, customers = seeded
     code, record = env.json("get", "customers", "cus_3")
     assert code == 0 and record == customers[3]
@@ -283,7 +209,7 @@ def test_get_prints_the_record(seeded: tuple[Env, list[dict[str, Any]]]) -> None
     assert code == 0 and record["id"] == "cs_c"
 
 
-def test_get_errors_are_stripe_error_bodies(seeded: tuple[Env, list[dict[str, Any]]]) -> None:
+def test_get_errors_are_stripe_error_bodies(seeded: tuple[DaemonEnv, list[dict[str, Any]]]) -> None:
     env, _ = seeded
     code, body = env.json("get", "checkout_sessions", "cs_a")  # it lives in t-a, not global
     assert code == 1
@@ -300,7 +226,7 @@ def test_get_errors_are_stripe_error_bodies(seeded: tuple[Env, list[dict[str, An
     assert "checkout_sessions" in body["error"]["message"]
 
 
-def test_list_prints_stripe_pages(seeded: tuple[Env, list[dict[str, Any]]]) -> None:
+def test_list_prints_stripe_pages(seeded: tuple[DaemonEnv, list[dict[str, Any]]]) -> None:
     env, customers = seeded
     newest_first = [c["id"] for c in reversed(customers)]
     code, page = env.json("list", "customers", "--limit", "2")
@@ -326,7 +252,7 @@ def test_list_prints_stripe_pages(seeded: tuple[Env, list[dict[str, Any]]]) -> N
     ],
 )
 def test_list_errors_are_stripe_error_bodies(
-    seeded: tuple[Env, list[dict[str, Any]]], args: list[str], param: str, code_: str
+    seeded: tuple[DaemonEnv, list[dict[str, Any]]], args: list[str], param: str, code_: str
 ) -> None:
     env, _ = seeded
     code, body = env.json("list", "customers", *args)
@@ -334,7 +260,7 @@ def test_list_errors_are_stripe_error_bodies(
     assert body["error"]["param"] == param and body["error"]["code"] == code_
 
 
-def test_list_refuses_both_cursors(seeded: tuple[Env, list[dict[str, Any]]]) -> None:
+def test_list_refuses_both_cursors(seeded: tuple[DaemonEnv, list[dict[str, Any]]]) -> None:
     env, _ = seeded
     code, body = env.json(
         "list", "customers", "--starting-after", "cus_1", "--ending-before", "cus_3"
@@ -342,7 +268,7 @@ def test_list_refuses_both_cursors(seeded: tuple[Env, list[dict[str, Any]]]) -> 
     assert code == 1 and "only one" in body["error"]["message"]
 
 
-def test_reading_commands_never_start_a_manager(env: Env) -> None:
+def test_reading_commands_never_start_a_manager(env: DaemonEnv) -> None:
     code, body = env.json("get", "customers", "cus_1")
     # (an embedded manager would have answered resource_missing)
     assert code == 1 and "no papertiger manager" in body["error"]["message"]
@@ -354,7 +280,7 @@ def test_reading_commands_never_start_a_manager(env: Env) -> None:
     assert stop.returncode == 1 and "no papertiger daemon is running" in stop.stderr
 
 
-def test_gc_command(env: Env) -> None:
+def test_gc_command(env: DaemonEnv) -> None:
     proc = env.run("gc", "--dry-run")
     assert proc.returncode == 0
     assert all(

@@ -16,7 +16,6 @@ import stat
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 import zlib
 from collections.abc import Iterator
@@ -30,108 +29,12 @@ from multiprocess import connection as mpc
 from papertiger.engine import daemon, persistence
 from papertiger.engine.shm import KIND_CONTROL, Segment, list_segments, pid_alive
 from papertiger.state import PUT, State
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-class Env:
-    """A private state directory and the environment that points papertiger at it."""
-
-    def __init__(self) -> None:
-        # short path: a Unix socket path may not exceed ~100 bytes
-        self.dir = Path(tempfile.mkdtemp(prefix="ptgd-"))
-        self.state_dir = self.dir / "state"
-        self.env = {
-            k: v
-            for k, v in os.environ.items()
-            if k not in ("PAPERTIGER_ADDRESS", "PAPERTIGER_AUTHKEY", "PAPERTIGER_NAMESPACE")
-        }
-        self.env["PAPERTIGER_STATE_DIR"] = str(self.state_dir)
-        self.env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(ROOT / "src"), self.env.get("PYTHONPATH")) if p
-        )
-        self.pids: set[int] = set()
-
-    def run(self, *args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "papertiger", *args],
-            env={**self.env, **env},
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-
-    def python(self, code: str, **env: str) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(
-            [sys.executable, "-c", textwrap.dedent(code)],
-            env={**self.env, **env},
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert proc.returncode == 0, proc.stderr
-        return proc
-
-    def start(self, *args: str) -> tuple[dict[str, Any], str]:
-        proc = self.run("daemon", "start", *args)
-        assert proc.returncode == 0, proc.stderr
-        info = self.state()
-        assert info is not None
-        self.pids.add(info["pid"])
-        return info, proc.stdout
-
-    def stop(self) -> str:
-        proc = self.run("daemon", "stop")
-        assert proc.returncode == 0, proc.stderr
-        return proc.stdout
-
-    def state(self) -> dict[str, Any] | None:
-        try:
-            return dict(json.loads((self.state_dir / "daemon.json").read_text()))
-        except FileNotFoundError:
-            return None
-
-    def status(self) -> dict[str, Any]:
-        proc = self.run("daemon", "status", "--json")
-        assert proc.returncode == 0, proc.stderr
-        return dict(json.loads(proc.stdout))
-
-    def cleanup(self) -> None:
-        info = self.state()
-        if info is not None and pid_alive(info["pid"]):
-            self.run("daemon", "stop")
-        for pid in self.pids:
-            if pid_alive(pid):  # a test failed half way: this daemon is ours to end
-                os.killpg(pid, signal.SIGKILL)
-                wait_dead(pid)
-            for name in list_segments(f"ptg_{pid}_"):
-                os.unlink(f"/dev/shm/{name}")
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def wait_dead(pid: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while pid_alive(pid):
-        assert time.monotonic() < deadline, f"pid {pid} is still alive"
-        time.sleep(0.02)
-
-
-def segments_of(pid: int) -> set[str]:
-    return set(list_segments(f"ptg_{pid}_"))
-
-
-def exports(stdout: str) -> dict[str, str]:
-    found = {}
-    for line in stdout.splitlines():
-        if line.startswith("export "):
-            key, _, value = line[len("export ") :].partition("=")
-            found[key] = value
-    return found
+from support import DaemonEnv, exports, segments_of, wait_dead
 
 
 @pytest.fixture
-def env() -> Iterator[Env]:
-    e = Env()
+def env() -> Iterator[DaemonEnv]:
+    e = DaemonEnv()
     try:
         yield e
     finally:
@@ -145,7 +48,7 @@ def mode(path: str | Path) -> int:
 # -- start, status, stop ------------------------------------------------------------------
 
 
-def test_start_status_stop_cycles(env: Env) -> None:
+def test_start_status_stop_cycles(env: DaemonEnv) -> None:
     for _ in range(2):
         info, out = env.start()
         pid = info["pid"]
@@ -178,7 +81,7 @@ def test_start_status_stop_cycles(env: Env) -> None:
         assert env.run("daemon", "stop").returncode == 1
 
 
-def test_files_are_private(env: Env) -> None:
+def test_files_are_private(env: DaemonEnv) -> None:
     info, _ = env.start()
     assert mode(env.state_dir) == 0o700
     assert mode(env.state_dir / "daemon.json") == 0o600
@@ -193,7 +96,7 @@ def test_files_are_private(env: Env) -> None:
     env.stop()
 
 
-def test_a_state_directory_open_to_others_is_refused(env: Env) -> None:
+def test_a_state_directory_open_to_others_is_refused(env: DaemonEnv) -> None:
     env.state_dir.mkdir(mode=0o755)
     os.chmod(env.state_dir, 0o755)
     proc = env.run("daemon", "start")
@@ -202,7 +105,7 @@ def test_a_state_directory_open_to_others_is_refused(env: Env) -> None:
     assert env.state() is None
 
 
-def test_status_reports_tables_namespaces_and_counts(env: Env) -> None:
+def test_status_reports_tables_namespaces_and_counts(env: DaemonEnv) -> None:
     env.start()
     env.python(
         """
@@ -228,7 +131,7 @@ def test_status_reports_tables_namespaces_and_counts(env: Env) -> None:
 # -- discovery ----------------------------------------------------------------------------
 
 
-def test_two_client_processes_find_and_share_the_daemon(env: Env) -> None:
+def test_two_client_processes_find_and_share_the_daemon(env: DaemonEnv) -> None:
     info, _ = env.start()
     first = env.python(
         """
@@ -276,7 +179,9 @@ def _write_state(state_dir: Path, **fields: Any) -> Path:
     return path
 
 
-def test_discover_trusts_only_a_live_daemon(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_discover_trusts_only_a_live_daemon(
+    env: DaemonEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("PAPERTIGER_STATE_DIR", str(env.state_dir))
     assert daemon.discover() is None  # no directory at all
 
@@ -300,7 +205,7 @@ def test_discover_trusts_only_a_live_daemon(env: Env, monkeypatch: pytest.Monkey
 
 
 def test_discover_leaves_a_starting_daemons_state_file_alone(
-    env: Env, monkeypatch: pytest.MonkeyPatch
+    env: DaemonEnv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PAPERTIGER_STATE_DIR", str(env.state_dir))
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -320,7 +225,7 @@ def test_discover_leaves_a_starting_daemons_state_file_alone(
 # -- stale cleanup ------------------------------------------------------------------------
 
 
-def test_sigkill_then_start_removes_and_reports_what_was_left(env: Env) -> None:
+def test_sigkill_then_start_removes_and_reports_what_was_left(env: DaemonEnv) -> None:
     """Power loss: the daemon and its resource tracker die at once (the process group)."""
     for _attempt in range(3):
         info, _ = env.start()
@@ -360,7 +265,7 @@ def _stale_embedded_socket() -> Path:
     return sock_path
 
 
-def test_gc_removes_dead_leftovers_and_spares_the_living(env: Env) -> None:
+def test_gc_removes_dead_leftovers_and_spares_the_living(env: DaemonEnv) -> None:
     info, _ = env.start()
     live = segments_of(info["pid"])
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -404,7 +309,7 @@ def test_gc_removes_dead_leftovers_and_spares_the_living(env: Env) -> None:
 # -- hostile clients ---------------------------------------------------------------------
 
 
-def test_a_wrong_authkey_is_refused_and_logged_without_the_key(env: Env) -> None:
+def test_a_wrong_authkey_is_refused_and_logged_without_the_key(env: DaemonEnv) -> None:
     info, _ = env.start()
     wrong = b"not-the-key-" + os.urandom(8).hex().encode()
     with pytest.raises(mpc.AuthenticationError):
@@ -417,7 +322,7 @@ def test_a_wrong_authkey_is_refused_and_logged_without_the_key(env: Env) -> None
     assert info["authkey"] not in log and wrong.hex() not in log and wrong.decode() not in log
 
 
-def test_malformed_frames_get_errors_and_others_are_still_served(env: Env) -> None:
+def test_malformed_frames_get_errors_and_others_are_still_served(env: DaemonEnv) -> None:
     info, _ = env.start()
     key = bytes.fromhex(info["authkey"])
     hostile = mpc.Client(info["address"], family="AF_UNIX", authkey=key)
@@ -463,7 +368,7 @@ print(json.dumps(Customers.list(limit=3).to_dict()))
 """
 
 
-def test_data_survives_a_restart(env: Env) -> None:
+def test_data_survives_a_restart(env: DaemonEnv) -> None:
     data = env.dir / "store.data"
     info, _ = env.start("--data", str(data), "--snapshot-interval", "3600")
     before = json.loads(env.python(SEED).stdout)
@@ -500,7 +405,7 @@ def test_data_survives_a_restart(env: Env) -> None:
     [["--snapshot-changes", "1"], ["--snapshot-interval", "0.2"]],
     ids=["changes", "time"],
 )
-def test_periodic_snapshots_survive_a_sigkill(env: Env, options: list[str]) -> None:
+def test_periodic_snapshots_survive_a_sigkill(env: DaemonEnv, options: list[str]) -> None:
     data = env.dir / "store.data"
     info, _ = env.start("--data", str(data), *options)
     env.python(
@@ -546,7 +451,7 @@ def _corrupt(data: bytes) -> bytes:
     ],
     ids=["cut", "cut-in-header", "empty", "flipped-byte", "trailing", "foreign"],
 )
-def test_a_bad_data_file_is_refused_and_kept(env: Env, damage: Any, words: str) -> None:
+def test_a_bad_data_file_is_refused_and_kept(env: DaemonEnv, damage: Any, words: str) -> None:
     data = env.dir / "store.data"
     bad = damage(_good_data_file(data))
     data.write_bytes(bad)
@@ -580,7 +485,7 @@ def test_data_file_header_and_checksum() -> None:
         assert os.listdir(tmp) == ["d"], "no temporary file is left behind"
 
 
-def test_a_data_file_in_a_missing_directory_is_refused_at_start(env: Env) -> None:
+def test_a_data_file_in_a_missing_directory_is_refused_at_start(env: DaemonEnv) -> None:
     data = env.dir / "no-such-dir" / "store.data"
     proc = env.run("daemon", "start", "--data", str(data))
     assert proc.returncode == 1

@@ -13,7 +13,6 @@ import os
 import signal
 import textwrap
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,6 +23,7 @@ import papertiger
 from papertiger.engine.server import current_client
 from papertiger.engine.shm import list_segments, pid_alive
 from papertiger.store import CheckoutSessions
+from support import wait_dead
 
 METHODS = ["fork", "spawn"]
 WAIT = 60.0  # generous bound for a child's answer on a loaded 2-core machine
@@ -93,16 +93,6 @@ def spawn(children: list[Child], method: str, code: str, **names: Any) -> Child:
     child = Child(method, code, **names)
     children.append(child)
     return child
-
-
-def wait_until_dead(pid: int | None) -> None:
-    """Wait (bounded) for a process we do not own, such as a child's resource tracker."""
-    if not pid:
-        return
-    deadline = time.monotonic() + WAIT
-    while pid_alive(pid):
-        assert time.monotonic() < deadline, f"process {pid} did not exit"
-        time.sleep(0.01)
 
 
 def prefix_of(server: papertiger.Server) -> str:
@@ -301,7 +291,7 @@ def test_a_reader_that_exits_or_is_killed_leaves_the_segments(
         assert reader.proc.exitcode == -signal.SIGKILL
     else:
         assert reader.join() == 0
-    wait_until_dead(msg["tracker"])  # had the reader a resource tracker, it is done now
+    wait_dead(msg["tracker"])  # had the reader a resource tracker, it is done now
     assert segments_of(store) == before
     # the store keeps working, for this process and for a new one
     t = CheckoutSessions.insert({"customer": "cus_1"})

@@ -32,6 +32,7 @@ from papertiger.engine.shm import (
     sweep_dead,
 )
 from papertiger.errors import StoreError
+from support import wait_dead
 
 WAIT = 60.0
 
@@ -56,15 +57,6 @@ def segment() -> Iterator[Segment]:
         if seg.owned:
             seg.unlink()
         seg.close()
-
-
-def wait_until_dead(pid: int | None) -> None:
-    if not pid:
-        return
-    deadline = time.monotonic() + WAIT
-    while pid_alive(pid):
-        assert time.monotonic() < deadline, f"process {pid} did not exit"
-        time.sleep(0.01)
 
 
 def dead_pid() -> int:
@@ -204,7 +196,7 @@ def run_attacher(code: str, name: str, how: str) -> None:
     else:
         assert proc.wait(WAIT) == 0
     proc.stdout.close()
-    wait_until_dead(tracker)  # whatever its tracker would do, it has done
+    wait_dead(tracker)  # whatever its tracker would do, it has done
 
 
 @pytest.mark.parametrize("how", ["exit", "sigkill"])
