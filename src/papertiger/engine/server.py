@@ -77,6 +77,7 @@ class ManagerProcess:
         log_level: str | None = None,
     ) -> None:
         self.authkey = authkey if authkey is not None else secrets.token_bytes(32)
+        self._own_dir = address is None  # the manager made the socket's directory
         config = ManagerConfig(
             address=address,
             authkey=self.authkey,
@@ -165,7 +166,7 @@ class ManagerProcess:
         for name in list_segments(self.prefix):
             unlink_segment(name, tracked=False)
         sock_dir = os.path.dirname(self.address)
-        if os.path.basename(sock_dir).startswith("ptg-"):
+        if self._own_dir and os.path.basename(sock_dir).startswith("ptg-"):
             with contextlib.suppress(OSError):
                 os.unlink(self.address)
             with contextlib.suppress(OSError):
