@@ -485,7 +485,9 @@ def _resolve_patch(state: State, req: list[Any]) -> list[Any]:
     if "created" in changes:
         check_created(changes["created"])
     merged = merge_changes(msgpack.unpackb(current), changes)
-    packed = pack_value(merged, "changes")
+    # Both halves came out of msgpack (str keys only, values msgpack can carry),
+    # so the merge packs as it is: no second walk over the record.
+    packed = _packb(merged, use_bin_type=True)
     created = merged.get("created")
     created = created if type(created) is int else 0
     return [
