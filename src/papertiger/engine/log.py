@@ -41,15 +41,28 @@ log segments and the checkpoint that only the checkpoint *before* the
 previous one needed.  Unlinking never disturbs a reader that has a segment
 mapped; a reader that needs a segment that is gone reloads from the newest
 checkpoint instead.
+
+**Background checkpoints**: once a checkpoint is large (at least
+:data:`BACKGROUND_CHECKPOINT_BYTES`; on Linux), the manager forks a child
+that packs the copy-on-write state as of the fork and writes the segment,
+while the manager goes on serving.  The checkpoint is published when the
+child is done, with the seq and log position of the fork; until then
+readers use the previous one.  One child at a time; a failed child is
+logged and retried later; stopping the manager kills and cleans up a child
+still at work.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
+import signal
 import struct
+import sys
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -64,6 +77,7 @@ from .shm import (
     NAME_PREFIX,
     Segment,
     pid_alive,
+    unlink_segment,
 )
 
 __all__ = [
@@ -96,6 +110,8 @@ CHECKPOINT_POS = struct.Struct("<QQ")
 
 DEFAULT_SEGMENT_BYTES = 8 * 1024 * 1024
 DEFAULT_CHECKPOINT_BYTES = 32 * 1024 * 1024
+#: Checkpoints at least this large are written by a forked child, off the request loop.
+BACKGROUND_CHECKPOINT_BYTES = 4 * 1024 * 1024
 
 
 def new_prefix(pid: int | None = None) -> str:
@@ -173,6 +189,7 @@ class LogWriter:
         segment_bytes: int = DEFAULT_SEGMENT_BYTES,
         checkpoint_bytes: int = DEFAULT_CHECKPOINT_BYTES,
         snapshot: Callable[[], dict[str, Any]],
+        background: bool = sys.platform == "linux",
     ) -> None:
         self.prefix = prefix
         self.segment_bytes = max(4096, segment_bytes)
@@ -190,6 +207,10 @@ class LogWriter:
         self.bytes_since_checkpoint = 0
         self.last_checkpoint_size = 0
         self.checkpoint_count = 0
+        #: write large checkpoints from a forked child (POSIX fork; Linux by default)
+        self.background = background
+        self._pending: tuple[int, int, int, str, int, int] | None = None
+        self.background_checkpoints = 0
         CONTROL_FIELDS.pack_into(
             self.cbuf, OFF_HEAD, 0, 0, 0, 0, os.getpid(), time.time_ns(), STATUS_RUNNING
         )
@@ -235,10 +256,16 @@ class LogWriter:
         tried again once as much log again has been written (each try costs a
         snapshot of the whole state); the entries already published stand.
         """
+        self.poll_checkpoint()
+        if self._pending is not None:
+            return False  # one checkpoint at a time
         due = max(self.checkpoint_bytes, self.last_checkpoint_size)
         if self.bytes_since_checkpoint < due:
             return False
         try:
+            if self.background and self.last_checkpoint_size >= BACKGROUND_CHECKPOINT_BYTES:
+                self._start_background_checkpoint()
+                return True
             self.write_checkpoint()
         except StoreError as exc:
             self.bytes_since_checkpoint = 0
@@ -256,6 +283,7 @@ class LogWriter:
     # -- checkpoints -------------------------------------------------------------
     def write_checkpoint(self) -> None:
         """Publish a checkpoint of the state after ``self.seq``, then retire old segments."""
+        self.poll_checkpoint(wait=True)  # checkpoints are published in order
         data = msgpack.packb(self._snapshot(), use_bin_type=True)
         number = self.checkpoint_count
         seg = Segment.create(
@@ -270,24 +298,114 @@ class LogWriter:
         seg.buf[start : start + len(data)] = data
         seg.set_length(len(data))
         seg.close()  # written once; only its name is needed from here on
-        self.checkpoints[number] = (seg, self.number)
+        self.checkpoint_count += 1
+        self.bytes_since_checkpoint = 0
+        self._publish_checkpoint(number, seg, self.number, self.seq, len(data))
+
+    def _publish_checkpoint(
+        self, number: int, seg: Segment, log_number: int, seq: int, size: int
+    ) -> None:
+        """Point readers at checkpoint ``number`` (under the seqlock), then retire."""
+        self.checkpoints[number] = (seg, log_number)
         gen = U64.unpack_from(self.cbuf, OFF_GEN)[0]
         U64.pack_into(self.cbuf, OFF_GEN, gen + 1)
         U64.pack_into(self.cbuf, OFF_CKPT_NUMBER, number)
-        U64.pack_into(self.cbuf, OFF_CKPT_SEQ, self.seq)
+        U64.pack_into(self.cbuf, OFF_CKPT_SEQ, seq)
         U64.pack_into(self.cbuf, OFF_GEN, gen + 2)
+        self.last_checkpoint_size = size
+        self._retire(number)
+        log.debug("checkpoint %d at seq %d: %d bytes", number, seq, size)
+
+    # -- checkpoints in the background ---------------------------------------------
+    def _start_background_checkpoint(self) -> None:
+        """Fork a child that writes the checkpoint from a copy-on-write view of the state.
+
+        The manager goes on serving; :meth:`poll_checkpoint` publishes the
+        checkpoint once the child is done.  The child covers the state as of
+        the fork (``self.seq``), and the log from the fork's position on.
+        """
+        number = self.checkpoint_count
+        name = self._ckpt_name(number)
+        seq, log_number, offset = self.seq, self.number, self.offset
+        read_fd, write_fd = os.pipe()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads: see below
+            pid = os.fork()
+        if pid == 0:  # the child: only this thread exists; touch nothing but the snapshot
+            code = 1
+            try:
+                os.close(read_fd)
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                data = msgpack.packb(self._snapshot(), use_bin_type=True)
+                seg = Segment.create(
+                    name,
+                    KIND_CHECKPOINT,
+                    CHECKPOINT_POS.size + len(data),
+                    generation=number,
+                    first_seq=seq,
+                )
+                CHECKPOINT_POS.pack_into(seg.buf, HEADER_SIZE, log_number, offset)
+                start = HEADER_SIZE + CHECKPOINT_POS.size
+                seg.buf[start : start + len(data)] = data
+                seg.set_length(len(data))
+                seg.close()
+                os.write(write_fd, U64.pack(len(data)))
+                code = 0
+            except BaseException as exc:  # report, never raise out of a forked child
+                with contextlib.suppress(BaseException):
+                    os.write(write_fd, str(exc).encode()[:4000])
+            finally:
+                os._exit(code)
+        os.close(write_fd)
         self.checkpoint_count += 1
         self.bytes_since_checkpoint = 0
-        self.last_checkpoint_size = len(data)
-        self._retire(number)
-        log.debug("checkpoint %d at seq %d: %d bytes", number, self.seq, len(data))
+        self._pending = (pid, read_fd, number, name, log_number, seq)
+
+    def poll_checkpoint(self, wait: bool = False) -> None:
+        """Publish a background checkpoint whose child has finished. O(1) when none is."""
+        if self._pending is None:
+            return
+        pid, read_fd, number, name, log_number, seq = self._pending
+        done, status = os.waitpid(pid, 0 if wait else os.WNOHANG)
+        if done == 0:
+            return
+        self._pending = None
+        with os.fdopen(read_fd, "rb") as report:
+            message = report.read()
+        if os.waitstatus_to_exitcode(status) == 0 and len(message) == U64.size:
+            size = U64.unpack(message)[0]
+            seg = Segment.adopt(name, CHECKPOINT_POS.size + size, tracked=True)
+            self.background_checkpoints += 1
+            self._publish_checkpoint(number, seg, log_number, seq, size)
+            return
+        unlink_segment(name, tracked=True)
+        log.warning(
+            "could not write checkpoint %d in the background (will retry): %s",
+            number,
+            message.decode(errors="replace") or f"exit status {status}",
+        )
+
+    def _abandon_background_checkpoint(self) -> None:
+        if self._pending is None:
+            return
+        pid = self._pending[0]
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+        os.close(self._pending[1])
+        unlink_segment(self._pending[3], tracked=True)
+        self._pending = None
 
     def _retire(self, newest: int) -> None:
         """Keep the newest two checkpoints and the log from the older one on."""
-        if newest < 1:
+        older = [n for n in self.checkpoints if n < newest]
+        if not older:
             return
-        keep_from = self.checkpoints[newest - 1][1]
-        for number in [n for n in self.checkpoints if n < newest - 1]:
+        previous = max(older)
+        keep_from = self.checkpoints[previous][1]
+        for number in [n for n in older if n < previous]:
             seg, _ = self.checkpoints.pop(number)
             seg.unlink()
             seg.close()
@@ -307,6 +425,7 @@ class LogWriter:
             "checkpoints": len(self.checkpoints),
             "checkpoint_bytes": ckpt_bytes,
             "checkpoint_count": self.checkpoint_count,
+            "background_checkpoints": self.background_checkpoints,
             "segment_switches": self.number,  # log segments filled so far
             "shm_bytes": log_bytes + ckpt_bytes + HEADER_SIZE + self.control.capacity,
         }
@@ -320,6 +439,7 @@ class LogWriter:
 
     def close(self) -> None:
         """Mark the run stopped and unlink every segment."""
+        self._abandon_background_checkpoint()
         U64.pack_into(self.cbuf, OFF_STATUS, STATUS_STOPPED)
         for seg in list(self.segments.values()) + [s for s, _ in self.checkpoints.values()]:
             seg.unlink()

@@ -288,6 +288,7 @@ class Manager:
                             self._handle(conn)
                     if self.stopping:
                         break
+                self.writer.poll_checkpoint()  # publish a background checkpoint once written
                 for hook in self.on_tick:
                     hook(self)
         finally:

@@ -183,6 +183,21 @@ class Segment:
         )
         return seg
 
+    @classmethod
+    def adopt(cls, name: str, capacity: int, *, tracked: bool) -> Segment:
+        """Take ownership of ``name``, created (and filled) by a forked child of this process.
+
+        The result is unmapped: only :meth:`unlink` and the figures are used.
+        """
+        global _reserved
+        seg = cls.__new__(cls)
+        seg.name, seg.owned, seg.tracked = name, True, tracked
+        seg._mmap = None  # type: ignore[assignment]
+        seg.buf = memoryview(b"")
+        seg.capacity = capacity
+        _reserved += HEADER_SIZE + capacity
+        return seg
+
     # -- attaching (everyone else) ---------------------------------------------
     @classmethod
     def attach(cls, name: str, kind: int, *, writable: bool = False) -> Segment:
