@@ -9,6 +9,7 @@ import pytest
 
 import papertiger
 from papertiger.engine.shm import list_segments
+from support import DaemonEnv
 
 
 def our_segments() -> set[str]:
@@ -32,3 +33,13 @@ def fresh_namespace(request: pytest.FixtureRequest, store: papertiger.Server) ->
     ns = f"t-{os.getpid()}-{request.node.name}"
     with papertiger.use_namespace(ns):
         yield ns
+
+
+@pytest.fixture
+def env() -> Iterator[DaemonEnv]:
+    """A private daemon state directory and environment, cleaned up afterwards."""
+    e = DaemonEnv()
+    try:
+        yield e
+    finally:
+        e.cleanup()

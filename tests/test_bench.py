@@ -24,6 +24,7 @@ import pytest
 from papertiger.bench.floors import FloorIndex, FloorReplica
 from papertiger.bench.plan import PRESETS
 from papertiger.bench.records import checkout_sessions
+from papertiger.bench.workloads import OPS
 from papertiger.engine.shm import list_segments
 from papertiger.fixtures import vary_checkout_session
 
@@ -41,18 +42,6 @@ TINY = [
     "--batch", "50",
     "--no-progress",
 ]  # fmt: skip
-
-OPS = [
-    "get",
-    "list",
-    "count",
-    "find_by_customer",
-    "insert",
-    "update",
-    "patch",
-    "insert_many",
-    "catch_up",
-]
 
 
 def _env() -> dict[str, str]:

@@ -21,15 +21,6 @@ from papertiger.engine.shm import list_segments
 from support import DaemonEnv
 
 
-@pytest.fixture
-def env() -> Iterator[DaemonEnv]:
-    e = DaemonEnv()
-    try:
-        yield e
-    finally:
-        e.cleanup()
-
-
 def test_help_lists_the_commands() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "papertiger", "--help"], capture_output=True, text=True, timeout=60

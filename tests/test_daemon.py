@@ -18,7 +18,6 @@ import sys
 import tempfile
 import time
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,15 +29,6 @@ from papertiger.engine import daemon, persistence
 from papertiger.engine.shm import KIND_CONTROL, Segment, list_segments, pid_alive
 from papertiger.state import PUT, State
 from support import DaemonEnv, exports, segments_of, wait_dead
-
-
-@pytest.fixture
-def env() -> Iterator[DaemonEnv]:
-    e = DaemonEnv()
-    try:
-        yield e
-    finally:
-        e.cleanup()
 
 
 def mode(path: str | Path) -> int:
