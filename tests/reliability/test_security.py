@@ -234,7 +234,13 @@ def _probe_as_nobody(prefix: str, sock: str, authkey: bytes) -> dict[str, Any]:
     }
     python = _python_for_nobody()
     assert not isinstance(python, _Unavailable)
-    out = _run_as_nobody([python, "-I", str(PROBE), json.dumps(config)])
+    # the checkout may sit where the other user cannot read (a private home): run a copy
+    with tempfile.TemporaryDirectory(prefix="ptg-probe-") as scratch:
+        os.chmod(scratch, 0o755)
+        probe = Path(scratch) / PROBE.name
+        probe.write_text(PROBE.read_text())
+        probe.chmod(0o644)
+        out = _run_as_nobody([python, "-I", str(probe), json.dumps(config)])
     outcome: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     return outcome
 
