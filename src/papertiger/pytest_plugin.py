@@ -65,6 +65,7 @@ from .engine.server import (
     Server,
     current_client,
     serve,
+    use_manager,
 )
 from .errors import NotFound, StoreError
 from .namespace import (
@@ -196,7 +197,7 @@ def pytest_configure(config: pytest.Config) -> None:
             return
         run = RunInfo(**given, worker=str(workerinput.get("workerid", "worker")))
         stack.enter_context(_exported(run.environ()))
-        stack.enter_context(_pointed_at(run.address, bytes.fromhex(run.authkey)))
+        stack.enter_context(use_manager(run.address, bytes.fromhex(run.authkey)))
     else:
         run = _start_run(config, stack)
     config.stash[_RUN] = run
@@ -235,7 +236,7 @@ def _start_run(config: pytest.Config, stack: contextlib.ExitStack) -> RunInfo:
             control=str(info["control"]),
         )
         stack.enter_context(_exported(run.environ()))
-        stack.enter_context(_pointed_at(run.address, bytes.fromhex(run.authkey)))
+        stack.enter_context(use_manager(run.address, bytes.fromhex(run.authkey)))
         stack.callback(_clear_run, run)  # runs first: while still connected
         return run
     try:
@@ -270,29 +271,6 @@ def _exported(env: dict[str, str]) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-
-
-@contextlib.contextmanager
-def _pointed_at(address: str, authkey: bytes) -> Iterator[None]:
-    """Point this process's store calls at a manager for the block, then restore.
-
-    The connection is made lazily, by the first store call; whatever this
-    process was connected to before (an outer run, a ``serve()`` block) is
-    restored afterwards, and the block's own connection closed.
-    """
-    from .engine import server
-
-    with server._lock:
-        saved = (server._client, server._explicit)
-        server._client, server._explicit = None, (address, authkey)
-    try:
-        yield
-    finally:
-        with server._lock:
-            mine = server._client
-            server._client, server._explicit = saved
-        if mine is not None and mine is not saved[0]:
-            mine.close()
 
 
 def _clear_run(run: RunInfo) -> None:

@@ -47,6 +47,7 @@ __all__ = [
     "current_client",
     "disconnect",
     "serve",
+    "use_manager",
 ]
 
 ENV_ADDRESS = "PAPERTIGER_ADDRESS"
@@ -323,6 +324,37 @@ class Server:
 
 
 @contextlib.contextmanager
+def use_manager(address: str, authkey: bytes, *, client: Client | None = None) -> Iterator[None]:
+    """Point this process and the children it starts at a manager, for the ``with`` block.
+
+    Store calls in the block use the manager at ``address`` (connecting on
+    first use, unless ``client`` is already connected to it), and
+    ``PAPERTIGER_ADDRESS`` / ``PAPERTIGER_AUTHKEY`` are exported.  On exit the
+    previous connection and variables come back, and the block's own
+    connection is closed.
+    """
+    global _client, _explicit
+    saved_env = {k: os.environ.get(k) for k in (ENV_ADDRESS, ENV_AUTHKEY)}
+    with _lock:
+        saved = (_client, _explicit)
+        _client, _explicit = client, (address, authkey)
+    os.environ.update({ENV_ADDRESS: address, ENV_AUTHKEY: authkey.hex()})
+    try:
+        yield
+    finally:
+        with _lock:
+            mine = _client
+            _client, _explicit = saved
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        if mine is not None and mine is not saved[0]:
+            mine.close()
+
+
+@contextlib.contextmanager
 def serve(
     *,
     segment_bytes: int = DEFAULT_SEGMENT_BYTES,
@@ -333,34 +365,17 @@ def serve(
 
     Exports ``PAPERTIGER_ADDRESS`` / ``PAPERTIGER_AUTHKEY`` while open and
     restores the previous connection and variables on exit, when the manager
-    stops and its shared memory is removed.
+    stops and its shared memory is removed (see :func:`use_manager`).
 
     ``segment_bytes`` and ``checkpoint_bytes`` size the log (small values
     force frequent segment switches and checkpoints, which tests use).
     """
-    global _client, _explicit
     process = ManagerProcess(
         address=address, segment_bytes=segment_bytes, checkpoint_bytes=checkpoint_bytes
     )
     try:
         client = Client(process.address, process.authkey)
-    except BaseException:
-        process.stop()
-        raise
-    saved_env = {k: os.environ.get(k) for k in (ENV_ADDRESS, ENV_AUTHKEY)}
-    with _lock:
-        saved = (_client, _explicit)
-        _client, _explicit = client, (process.address, process.authkey)
-    os.environ.update(process.environ())
-    try:
-        yield Server(process)
+        with use_manager(process.address, process.authkey, client=client):
+            yield Server(process)
     finally:
-        with _lock:
-            _client, _explicit = saved
-        for key, value in saved_env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        client.close()
         process.stop()
