@@ -281,22 +281,17 @@ def test_shm_cap_refuses_cleanly(pool: Pool) -> None:
         _check_full(result)
 
 
+#: a shell command line run in a private mount namespace (its mounts are its own)
+_IN_PRIVATE_MOUNTS = ["unshare", "-m", "--propagation", "private", "sh", "-c"]
+
+
 def _can_mount_private_tmpfs() -> str | None:
     if os.geteuid() != 0:
         return "needs root to mount a private tmpfs over /dev/shm"
     if shutil.which("unshare") is None:
         return "needs unshare(1)"
     probe = subprocess.run(
-        [
-            "unshare",
-            "-m",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            "mount -t tmpfs -o size=1m tmpfs /dev/shm",
-        ],
-        capture_output=True,
+        [*_IN_PRIVATE_MOUNTS, "mount -t tmpfs -o size=1m tmpfs /dev/shm"], capture_output=True
     )
     if probe.returncode != 0:
         return f"cannot mount a private tmpfs here: {probe.stderr.decode().strip()}"
@@ -312,16 +307,7 @@ def test_real_full_shm_refuses_cleanly(pool: Pool) -> None:
     env = dict(os.environ)
     for name in ("PAPERTIGER_ADDRESS", "PAPERTIGER_AUTHKEY", "PAPERTIGER_SHM_MAX_BYTES"):
         env.pop(name, None)
-    wrapper = [
-        "unshare",
-        "-m",
-        "--propagation",
-        "private",
-        "sh",
-        "-c",
-        'mount -t tmpfs -o size=12m tmpfs /dev/shm && exec "$@"',
-        "sh",
-    ]
+    wrapper = [*_IN_PRIVATE_MOUNTS, 'mount -t tmpfs -o size=12m tmpfs /dev/shm && exec "$@"', "sh"]
     worker = pool.start(
         "shm_full",
         {
