@@ -68,7 +68,7 @@ def test_serve_runs_in_the_foreground_until_a_signal(env: DaemonEnv, signum: int
         # clients with no variable set find the foreground manager
         out = env.python(
             """
-            from papertiger.engine.server import current_client
+            from papertiger.engine.connection import current_client
             from papertiger.store import Customers
             Customers.insert({"email": "fg@example.com"})
             print(current_client().manager_pid)
@@ -262,7 +262,7 @@ def test_list_refuses_both_cursors(seeded: tuple[DaemonEnv, list[dict[str, Any]]
 def test_reading_commands_never_start_a_manager(env: DaemonEnv) -> None:
     code, body = env.json("get", "customers", "cus_1")
     # (an embedded manager would have answered resource_missing)
-    assert code == 1 and "no papertiger manager" in body["error"]["message"]
+    assert code == 1 and "no papertiger store" in body["error"]["message"]
     proc = env.run("inspect")
     assert proc.returncode == 1 and "papertiger daemon start" in proc.stderr
     status = env.run("daemon", "status", "--json")

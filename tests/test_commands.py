@@ -19,8 +19,9 @@ import msgpack
 import pytest
 
 import papertiger
-from papertiger.commands import ID_ALPHABET, merge_changes, pack_value, prepare_record
-from papertiger.engine.server import current_client
+from papertiger.backends.shm import BATCH_CHUNK
+from papertiger.core.records import ID_ALPHABET, merge_changes, pack_value, prepare_record
+from papertiger.engine.connection import current_client
 from papertiger.errors import AlreadyExists, InvalidRequest, NotFound
 from papertiger.store import CheckoutSessions
 
@@ -232,7 +233,7 @@ def test_insert_many_with_a_duplicate_inserts_nothing(seeded: dict[str, Any]) ->
 
 def test_large_insert_many_is_all_or_nothing_across_chunks(seeded: dict[str, Any]) -> None:
     """Batches larger than one chunk travel in pieces; they still land whole or not at all."""
-    n = CheckoutSessions.BATCH_CHUNK * 4 + 7
+    n = BATCH_CHUNK * 4 + 7
     before = snapshot()
 
     def batch() -> list[dict[str, Any]]:

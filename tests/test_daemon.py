@@ -25,9 +25,12 @@ import msgpack
 import pytest
 from multiprocess import connection as mpc
 
-from papertiger.engine import daemon, persistence
+from papertiger import daemon
+from papertiger.core.state import PUT, State
+from papertiger.daemon import gc as daemon_gc
+from papertiger.daemon import statefile
+from papertiger.engine import persistence
 from papertiger.engine.shm import KIND_CONTROL, Segment, list_segments, pid_alive
-from papertiger.state import PUT, State
 from support import DaemonEnv, exports, segments_of, wait_dead
 
 
@@ -127,7 +130,7 @@ def test_two_client_processes_find_and_share_the_daemon(env: DaemonEnv) -> None:
         """
         import os
         import papertiger
-        from papertiger.engine.server import current_client
+        from papertiger.engine.connection import current_client
         from papertiger.store import Customers
         with papertiger.use_namespace("shared"):
             c = Customers.insert({"email": "one@example.com"})
@@ -140,7 +143,7 @@ def test_two_client_processes_find_and_share_the_daemon(env: DaemonEnv) -> None:
     second = env.python(
         f"""
         import papertiger
-        from papertiger.engine.server import current_client
+        from papertiger.engine.connection import current_client
         from papertiger.store import Customers
         with papertiger.use_namespace("shared"):
             print(Customers.get({record_id!r})["email"], current_client().manager_pid)
@@ -175,7 +178,7 @@ def test_discover_trusts_only_a_live_daemon(
     monkeypatch.setenv("PAPERTIGER_STATE_DIR", str(env.state_dir))
     assert daemon.discover() is None  # no directory at all
 
-    path = _write_state(env.state_dir, pid_start=daemon._process_start(os.getpid()))
+    path = _write_state(env.state_dir, pid_start=statefile.process_start(os.getpid()))
     assert daemon.discover() == (str(env.state_dir / "daemon.sock"), b"\xab" * 32)
 
     # a recycled pid: alive, but it started at another time than the daemon did
@@ -201,7 +204,7 @@ def test_discover_leaves_a_starting_daemons_state_file_alone(
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     path = _write_state(env.state_dir, pid=dead.pid)
-    holder = daemon._take_lock(daemon.daemon_paths())  # as a daemon that is starting does
+    holder = statefile.take_lock(daemon.daemon_paths())  # as a daemon that is starting does
     assert holder is not None
     try:
         assert daemon.discover() is None
@@ -245,12 +248,12 @@ def test_sigkill_then_start_removes_and_reports_what_was_left(env: DaemonEnv) ->
 
 def _stale_embedded_socket() -> Path:
     """An embedded manager's socket that nobody listens on, old enough to be stale."""
-    sock_dir = Path(tempfile.mkdtemp(prefix=daemon.EMBEDDED_DIR_PREFIX))
+    sock_dir = Path(tempfile.mkdtemp(prefix=daemon_gc.EMBEDDED_DIR_PREFIX))
     sock_path = sock_dir / "store.sock"
     s = socket.socket(socket.AF_UNIX)
     s.bind(str(sock_path))
     s.close()
-    old = time.time() - 2 * daemon.STALE_SOCKET_AGE
+    old = time.time() - 2 * daemon_gc.STALE_SOCKET_AGE
     os.utime(sock_path, (old, old))
     return sock_path
 
@@ -260,7 +263,7 @@ def test_gc_removes_dead_leftovers_and_spares_the_living(env: DaemonEnv) -> None
     live = segments_of(info["pid"])
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    young_dir = Path(tempfile.mkdtemp(prefix=daemon.EMBEDDED_DIR_PREFIX))
+    young_dir = Path(tempfile.mkdtemp(prefix=daemon_gc.EMBEDDED_DIR_PREFIX))
     young = socket.socket(socket.AF_UNIX)
     young.bind(str(young_dir / "store.sock"))
     young.close()

@@ -8,10 +8,27 @@ import msgpack
 import pytest
 
 import papertiger
+from papertiger.core.pagination import (
+    DEFAULT_LIMIT,
+    MAX_LIMIT,
+    ListQuery,
+    check_page_params,
+)
+from papertiger.core.pagination import select_page as select_query
+from papertiger.core.state import PUT, State
 from papertiger.errors import InvalidRequest, NotFound
-from papertiger.pagination import DEFAULT_LIMIT, MAX_LIMIT, check_page_params, select_page
-from papertiger.state import PUT, State
 from papertiger.store import CheckoutSessions, Customers
+
+
+def select_page(
+    part: Any,
+    limit: int,
+    starting_after: str | None,
+    ending_before: str | None,
+    resource: str = "object",
+) -> tuple[list[bytes], bool]:
+    return select_query(part, ListQuery(limit, starting_after, ending_before), resource)
+
 
 BAD_LIMITS: list[Any] = [0, -1, 101, "10", True, False, None, 10.0, 1.5]
 

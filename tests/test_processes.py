@@ -20,7 +20,7 @@ import multiprocess
 import pytest
 
 import papertiger
-from papertiger.engine.server import current_client
+from papertiger.engine.connection import current_client
 from papertiger.engine.shm import list_segments, pid_alive
 from papertiger.store import CheckoutSessions
 from support import wait_dead
@@ -32,7 +32,7 @@ PRELUDE = """
 import os, signal, time
 import papertiger
 from papertiger.store import CheckoutSessions
-from papertiger.engine.server import current_client
+from papertiger.engine.connection import current_client
 """
 
 

@@ -1,6 +1,6 @@
 """The pure core, with no processes: State, resolve and select_page against plain models.
 
-Hypothesis drives requests through ``papertiger.commands.resolve`` and
+Hypothesis drives requests through ``papertiger.core.resolve.resolve`` and
 ``State.apply`` (exactly the manager's path) and compares the result with a
 reference model written in plain Python: the same records, in the same order
 (``created`` descending, later insert first), the same errors, and a state left
@@ -20,12 +20,28 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from papertiger.commands import prepare_record, resolve
+from papertiger.core.pagination import ListQuery
+from papertiger.core.pagination import select_page as select_query
+from papertiger.core.records import prepare_record
+from papertiger.core.resolve import resolve as resolve_typed
+from papertiger.core.resolve import write_request
+from papertiger.core.state import BATCH, CLEAR, CLEAR_NS, DELETE, PUT, State
 from papertiger.errors import AlreadyExists, InvalidRequest, NotFound, StoreError
-from papertiger.pagination import select_page
-from papertiger.state import BATCH, CLEAR, CLEAR_NS, DELETE, PUT, State
 
 RESOURCE = "thing"
+
+
+def resolve(state: State, req: list[Any]) -> Any:
+    """Resolve a request frame ``[op, *fields]``, as the manager does."""
+    return resolve_typed(state, write_request(req[0], req[1:]))
+
+
+def select_page(
+    part: Any, limit: int, starting_after: str | None, ending_before: str | None
+) -> tuple[list[bytes], bool]:
+    return select_query(part, ListQuery(limit, starting_after, ending_before))
+
+
 INDEX_FIELDS = ("customer",)
 
 

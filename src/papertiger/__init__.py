@@ -16,16 +16,24 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .engine.server import Server, connect, disconnect, serve
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .errors import AlreadyExists, InvalidRequest, NotFound, StoreError, StoreUnavailable
 from .namespace import GLOBAL, current_namespace, set_default_namespace, use_namespace
-from .once import once
-from .pagination import StripeList
-from .store import Store
+from .once import once  # the function shadows its module's name, so it is bound eagerly
+
+if TYPE_CHECKING:  # pragma: no cover - the lazy names below, for type checkers
+    from .backends import connect, disconnect, serve
+    from .backends.base import Backend
+    from .core.pagination import StripeList
+    from .engine.connection import Server
+    from .store import Store
 
 __all__ = [
     "GLOBAL",
     "AlreadyExists",
+    "Backend",
     "InvalidRequest",
     "NotFound",
     "Server",
@@ -42,3 +50,28 @@ __all__ = [
     "set_default_namespace",
     "use_namespace",
 ]
+
+# Loaded on first use: ``import papertiger`` (and the pytest plugin) costs only
+# what a process uses.
+_LAZY = {
+    "Backend": ".backends.base",
+    "Server": ".engine.connection",
+    "Store": ".store",
+    "StripeList": ".core.pagination",
+    "connect": ".backends",
+    "disconnect": ".backends",
+    "serve": ".backends",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _LAZY.get(name)
+    if home is None:
+        raise AttributeError(f"module 'papertiger' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -16,7 +16,10 @@ from typing import Any
 
 __all__ = [
     "AlreadyExists",
+    "DaemonRunning",
+    "DataFileError",
     "InvalidRequest",
+    "NoDaemon",
     "NotFound",
     "StoreError",
     "StoreUnavailable",
@@ -80,6 +83,22 @@ class StoreUnavailable(StoreError, ConnectionError):
 
     code = None
     http_status = 503
+
+
+class DataFileError(StoreError):
+    """A daemon's data file that cannot be loaded (truncated, corrupt, foreign, too new)."""
+
+
+class DaemonRunning(StoreError):
+    """A daemon is already running for this state directory; ``info`` describes it."""
+
+    def __init__(self, message: str, info: Any = None) -> None:
+        super().__init__(message)
+        self.info = info
+
+
+class NoDaemon(StoreError):
+    """No daemon is running for this state directory."""
 
 
 _KINDS: dict[str, type[StoreError]] = {

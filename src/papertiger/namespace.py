@@ -10,8 +10,10 @@ The current namespace is resolved, in order, from
    asyncio tasks each keep their own, and tasks inherit their creator's);
 2. the process default, set by :func:`set_default_namespace` (the pytest
    plugin uses it so that threads a test starts see the test's namespace) or,
-   at import, from the ``PAPERTIGER_NAMESPACE`` environment variable, which is
-   how a child process inherits its parent's namespace;
+   on first use, read from the ``PAPERTIGER_NAMESPACE`` environment variable,
+   which is how a child process inherits its parent's namespace (a bad value
+   fails that first use with a message naming the variable, never the
+   import);
 3. :data:`GLOBAL`.
 """
 
@@ -23,6 +25,7 @@ import json
 import os
 from collections.abc import Iterator
 
+from . import env
 from .errors import InvalidRequest
 
 __all__ = [
@@ -32,6 +35,7 @@ __all__ = [
     "NamespaceLike",
     "current_namespace",
     "decode_namespace",
+    "default_namespace",
     "encode_namespace",
     "format_namespace",
     "is_nested",
@@ -48,7 +52,7 @@ NamespaceLike = str | tuple[str, ...]
 GLOBAL: Namespace = (":global",)
 
 #: Environment variable through which a child process inherits a namespace.
-ENV_NAMESPACE = "PAPERTIGER_NAMESPACE"
+ENV_NAMESPACE = env.NAMESPACE
 
 _MAX_PART = 200
 
@@ -119,7 +123,14 @@ def decode_namespace(text: str) -> Namespace:
         value = json.loads(text)
     except ValueError:
         value = text  # a plain string names a one-part namespace
-    return normalize_namespace(value, param=ENV_NAMESPACE)
+    try:
+        return normalize_namespace(value, param=ENV_NAMESPACE)
+    except InvalidRequest as exc:
+        raise InvalidRequest(
+            f"{exc.message} (read from the environment: {ENV_NAMESPACE}={text!r}). Set it to "
+            'a namespace, such as "test-a" or ["test-a", "acct_1"], or unset it.',
+            param=ENV_NAMESPACE,
+        ) from None
 
 
 _current: contextvars.ContextVar[Namespace | None] = contextvars.ContextVar(
@@ -127,12 +138,17 @@ _current: contextvars.ContextVar[Namespace | None] = contextvars.ContextVar(
 )
 
 
-def _initial_default() -> Namespace:
-    text = os.environ.get(ENV_NAMESPACE)
-    return decode_namespace(text) if text else GLOBAL
+#: The process default; None until first read from the environment.
+_default: Namespace | None = None
 
 
-_default: Namespace = _initial_default()
+def default_namespace() -> Namespace:
+    """The process default (see the module doc). O(1) once read."""
+    global _default
+    if _default is None:
+        text = env.get(ENV_NAMESPACE)
+        _default = decode_namespace(text) if text else GLOBAL
+    return _default
 
 
 def current_namespace() -> Namespace:
@@ -142,23 +158,30 @@ def current_namespace() -> Namespace:
     True
     """
     ns = _current.get()
-    return _default if ns is None else ns
+    if ns is not None:
+        return ns
+    return _default if _default is not None else default_namespace()
 
 
-def set_default_namespace(ns: NamespaceLike | None, *, export: bool = False) -> None:
+def set_default_namespace(ns: NamespaceLike | None, *, export: bool = False) -> Namespace:
     """Set the process-wide namespace seen outside any :func:`use_namespace` block.
 
     ``None`` restores :data:`GLOBAL`.  With ``export=True`` the namespace is also
     written to ``PAPERTIGER_NAMESPACE`` so child processes started afterwards
-    inherit it.
+    inherit it.  Returns the previous default, so a caller can put it back.
     """
     global _default
+    try:
+        previous = default_namespace()
+    except InvalidRequest:  # a bad PAPERTIGER_NAMESPACE: being replaced anyway
+        previous = GLOBAL
     _default = GLOBAL if ns is None else normalize_namespace(ns)
     if export:
         if ns is None:
             os.environ.pop(ENV_NAMESPACE, None)
         else:
             os.environ[ENV_NAMESPACE] = encode_namespace(_default)
+    return previous
 
 
 @contextlib.contextmanager

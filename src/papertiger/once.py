@@ -19,22 +19,17 @@ are made once per run, not once per daemon.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable
 from typing import Any
 
-import msgpack
-
-from .commands import check_id, pack_value
-from .engine.protocol import ONCE_NAMESPACE, ONCE_TABLE
-from .engine.server import current_client
+from . import env
 from .errors import StoreError
 
 __all__ = ["ENV_ONCE_SCOPE", "once"]
 
 #: Environment variable naming the scope that prefixes every ``once`` key.
-ENV_ONCE_SCOPE = "PAPERTIGER_ONCE_SCOPE"
+ENV_ONCE_SCOPE = env.ONCE_SCOPE
 
 # keys whose factory this thread is running: a nested once() of the same key
 # would wait for itself forever
@@ -44,18 +39,28 @@ _running = threading.local()
 def once(key: str, factory: Callable[[], Any]) -> Any:
     """Return the stored result for ``key``, running ``factory()`` if nobody has yet.
 
-    Once the result is stored, a call costs a read of this process's replica
-    (no request to the manager) plus decoding the result.
+    Once the result is stored, a call costs one read of the backend (on
+    shared memory: of this process's replica, no request to the manager) plus
+    decoding the result.  Raises :class:`TypeError` when ``factory`` is not
+    callable, and :class:`~papertiger.StoreError` when called again for the
+    same key from inside its own factory.
 
     >>> import papertiger
     >>> with papertiger.serve():
     ...     papertiger.once("catalogue", lambda: {"products": ["prod_1"]})
     {'products': ['prod_1']}
     """
+    import msgpack  # here: importing papertiger costs nothing of the store until used
+
+    from .backends import current_backend
+    from .core.records import check_id, pack_value
+
     check_id(key, "key")
     if not callable(factory):
-        raise StoreError("once(key, factory): factory must be callable")
-    scope = os.environ.get(ENV_ONCE_SCOPE)
+        raise TypeError(
+            f"once(key, factory): factory must be callable, got {type(factory).__name__}."
+        )
+    scope = env.once_scope()
     if scope:
         key = check_id(f"{scope}:{key}", "key")
     running: set[str] = _running.__dict__.setdefault("keys", set())
@@ -64,28 +69,16 @@ def once(key: str, factory: Callable[[], Any]) -> Any:
             f"once({key!r}) was called again from inside its own factory, which would wait "
             "for itself forever; use a different key for the inner call."
         )
-    client = current_client()
-    replica = client.replica
-    with replica.lock:  # made already: read it here, no round trip to the manager
-        stored = replica.catch_up().get(ONCE_TABLE, ONCE_NAMESPACE, key)
-    if stored is not None:
-        return msgpack.unpackb(stored)
-    channel = client.channel()  # waiting must not hold this process's main connection
-    try:
-        while True:
-            _, result = channel.request(["once", key])
-            if result[0] == "done":
-                return msgpack.unpackb(result[1])
+    backend = current_backend()
+    stored = backend.once_get(key)  # made already: no claim, no waiting
+    if stored is None:
+
+        def make() -> bytes:
             running.add(key)
             try:
-                value = factory()
-                packed = pack_value(value, "value")
-            except BaseException:
-                channel.request(["once_abandon", key])
-                raise
+                return pack_value(factory(), "value")
             finally:
                 running.discard(key)
-            channel.request(["once_done", key, packed])
-            return msgpack.unpackb(packed)
-    finally:
-        channel.close()
+
+        stored = backend.once(key, make)
+    return msgpack.unpackb(stored)

@@ -5,17 +5,26 @@ Active once papertiger is installed (entry point ``pytest11``, name
 
 Theory of operation
 -------------------
-**One manager per run.**  The process that runs the session — the xdist
-controller, or the only process without xdist — starts a manager in
-``pytest_configure``, before any worker exists (or uses the one named by
-``--papertiger-address`` / ``PAPERTIGER_ADDRESS``, e.g. a daemon).  It hands
-the address, the authkey and the run's id to every worker through
-``pytest_configure_node`` → ``workerinput``.  A worker never starts a manager:
-it exports ``PAPERTIGER_ADDRESS`` / ``PAPERTIGER_AUTHKEY``, so its first store
-call connects to the run's manager and processes that tests start inherit
-it.  The controller stops the manager in ``pytest_unconfigure``, after the
-last worker has finished; the manager also follows the controller out if it
-dies (it watches its stdin), and its shared memory goes with it.
+**Nothing until used.**  Importing this plugin imports no engine, and a run
+whose tests never touch the store starts nothing.  The process that runs the
+session (the xdist controller, or the only process without xdist) decides
+*where* the run's store will be, in ``pytest_configure``, before any worker
+exists:
+
+* ``--papertiger-url URL`` / ``PAPERTIGER_URL``: that Redis; no manager at all;
+* ``--papertiger-address`` / ``PAPERTIGER_ADDRESS``: that manager (a daemon);
+* otherwise a manager **on demand**: a private socket address and authkey in
+  a fresh 0700 directory, and ``PAPERTIGER_START`` naming this process as the
+  owner.  The first store call of the run, in whichever process,
+  starts the manager there (:func:`papertiger.engine.spawn.ensure_manager`,
+  under a lock: one manager per run, shared by every worker); it exits with
+  its owner.
+
+It hands that to every worker through ``pytest_configure_node`` →
+``workerinput``; a worker only exports the variables, so its first store call
+(and those of the processes its tests start) finds the run's store.  At the
+end the controller stops the manager if one was started, and removes the
+directory.
 
 **A namespace per test.**  The ``papertiger_namespace`` fixture checks out
 ``("pytest-<run>", "<worker>", "<node id>")`` (a rerun of the same node id
@@ -23,20 +32,23 @@ in a process gets ``#2``, ``#3``...), makes it the process default (so threads
 and asyncio tasks the test starts see it) and exports it through
 ``PAPERTIGER_NAMESPACE`` (so child processes do too).  At teardown, failed
 test or not, it clears that namespace and every namespace nested under it,
-in every table, and restores the previous default.  With a manager that
-outlives the run (a daemon), the controller also clears the run's whole
-``("pytest-<run>",)`` subtree at the end, whatever a crashed worker left.
+in every table, if this process uses the store.  With a store that outlives
+the run (a daemon, Redis), the controller also clears the run's whole
+``("pytest-<run>",)`` subtree at the end, and the run's ``once`` results,
+when any process of the run used the store (workers report it through
+``workeroutput``); nothing else in that store is touched, so two runs can
+share one.
 
 **Once per run.**  :func:`papertiger.once` results are stored outside every
 namespace, so per-test cleanup never touches them.  With a run-private
-manager they die with it; with a daemon, keys are scoped by the run's id
-(``PAPERTIGER_ONCE_SCOPE``) and the run's results are deleted at its end, so
-a factory still runs once per run.  :func:`once_fixture` turns a function
-into a session fixture made once across all workers.
+manager they die with it; with a daemon or Redis, keys are scoped by the
+run's id (``PAPERTIGER_ONCE_SCOPE``) and the run's results are deleted at
+its end, so a factory still runs once per run.  :func:`once_fixture` turns a
+function into a session fixture made once across all workers.
 
 **Reports.**  A failing test's report gets a ``papertiger`` section naming
 its namespace; with ``--papertiger-dump`` it also lists the records the test
-left there (read from this process's replica, before teardown clears them).
+left there (read before teardown clears them).
 """
 
 from __future__ import annotations
@@ -48,60 +60,58 @@ import inspect
 import json
 import os
 import secrets
+import shutil
+import socket
+import sys
+import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 
-import msgpack
 import pytest
 
-from . import namespace as _namespace
-from .engine.client import Channel
-from .engine.protocol import ONCE_NAMESPACE, ONCE_TABLE
-from .engine.server import (
-    ENV_ADDRESS,
-    ENV_AUTHKEY,
-    Server,
-    current_client,
-    serve,
-    use_manager,
-)
-from .errors import NotFound, StoreError
+from . import env
+from .errors import StoreError
 from .namespace import (
-    ENV_NAMESPACE,
     GLOBAL,
     Namespace,
     NamespaceLike,
-    is_nested,
     normalize_namespace,
     set_default_namespace,
     use_namespace,
 )
-from .once import ENV_ONCE_SCOPE, once
-from .state import State
 
 __all__ = ["RunInfo", "clear_namespace", "dump_namespace", "once_fixture", "papertiger_namespace"]
 
-#: Key of the run's details in an xdist worker's ``workerinput``.
+#: Key of the run's details in an xdist worker's ``workerinput`` (and ``workeroutput``).
 WORKERINPUT_KEY = "papertiger"
 #: Most records shown per table and namespace by ``--papertiger-dump``.
 DUMP_LIMIT = 50
 _MAX_PART = 200  # a namespace part's longest length (see papertiger.namespace)
+SOCKET_NAME = "store.sock"
+
+#: Where the run's store is: a manager started on first use, one given by address, Redis.
+ON_DEMAND, ADDRESS, URL = "on-demand", "address", "url"
 
 
 @dataclass
 class RunInfo:
-    """The run's manager as every process of the run sees it (plain data)."""
+    """The run's store as every process of the run sees it (plain data)."""
 
-    address: str
-    authkey: str  # hex
     run_id: str
-    external: bool  # a manager that outlives the run (a daemon)
-    manager_pid: int = 0
+    kind: str = ON_DEMAND
+    address: str = ""
+    authkey: str = ""  # hex
+    url: str = ""
+    owner_pid: int = 0
     worker: str = "main"
-    control: str = ""
     _reruns: dict[str, int] = field(default_factory=dict, repr=False)
+
+    @property
+    def external(self) -> bool:
+        """True when the store outlives the run (a daemon, Redis)."""
+        return self.kind != ON_DEMAND
 
     @property
     def root(self) -> Namespace:
@@ -110,19 +120,33 @@ class RunInfo:
 
     def workerinput(self) -> dict[str, Any]:
         return {
+            "run_id": self.run_id,
+            "kind": self.kind,
             "address": self.address,
             "authkey": self.authkey,
-            "run_id": self.run_id,
-            "external": self.external,
-            "manager_pid": self.manager_pid,
+            "url": self.url,
+            "owner_pid": self.owner_pid,
         }
 
-    def environ(self) -> dict[str, str]:
-        """The variables that point this process and its children at the run's manager."""
-        env = {ENV_ADDRESS: self.address, ENV_AUTHKEY: self.authkey}
-        if self.external:
-            env[ENV_ONCE_SCOPE] = f"pytest-{self.run_id}"
-        return env
+    def environ(self) -> dict[str, str | None]:
+        """The variables that point this process and its children at the run's store."""
+        if self.kind == URL:
+            found: dict[str, str | None] = {env.URL: self.url}
+            found.update({env.ADDRESS: None, env.AUTHKEY: None, env.START: None})
+        else:
+            found = {env.URL: None, env.ADDRESS: self.address, env.AUTHKEY: self.authkey}
+            found[env.START] = str(self.owner_pid) if self.kind == ON_DEMAND else None
+        found[env.ONCE_SCOPE] = f"pytest-{self.run_id}" if self.external else None
+        return found
+
+    def describe(self) -> str:
+        if self.kind == URL:
+            from .backends.urls import redact
+
+            return f"Redis at {redact(self.url)}"
+        if self.kind == ADDRESS:
+            return f"the manager at {self.address} (given by the address option)"
+        return f"a manager started on first use at {self.address}"
 
     def checkout(self, nodeid: str) -> Namespace:
         """A namespace for one run of test ``nodeid`` in this process, never handed out twice."""
@@ -137,7 +161,14 @@ class RunInfo:
 
 _RUN = pytest.StashKey[RunInfo]()
 _CLEANUP = pytest.StashKey[contextlib.ExitStack]()
+_USED = pytest.StashKey[bool]()
 _TEST_NS = pytest.StashKey[Namespace]()
+
+
+def store_in_use() -> bool:
+    """True when this process has connected to a store (never connects by itself). O(1)."""
+    backends = sys.modules.get("papertiger.backends")
+    return backends is not None and bool(backends.in_use())
 
 
 # -- options ---------------------------------------------------------------------
@@ -146,19 +177,27 @@ _TEST_NS = pytest.StashKey[Namespace]()
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("papertiger", "papertiger: a shared store of Stripe-shaped data")
     group.addoption(
+        "--papertiger-url",
+        dest="papertiger_url",
+        default=None,
+        metavar="URL",
+        help="keep the run's data in the Redis at URL (redis://, rediss://, unix://) instead "
+        f"of a shared-memory manager; default: ${env.URL}.",
+    )
+    group.addoption(
         "--papertiger-address",
         dest="papertiger_address",
         default=None,
         metavar="PATH",
         help="use the running papertiger manager (e.g. a daemon) at this socket address "
-        f"instead of starting one for the run; default: ${ENV_ADDRESS}.",
+        f"instead of starting one for the run; default: ${env.ADDRESS}.",
     )
     group.addoption(
         "--papertiger-authkey",
         dest="papertiger_authkey",
         default=None,
         metavar="HEX",
-        help=f"the authkey (hex) of --papertiger-address; default: ${ENV_AUTHKEY}.",
+        help=f"the authkey (hex) of --papertiger-address; default: ${env.AUTHKEY}.",
     )
     group.addoption(
         "--papertiger-dump",
@@ -176,7 +215,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-# -- the run's manager ---------------------------------------------------------
+# -- the run's store -------------------------------------------------------------
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -196,105 +235,143 @@ def pytest_configure(config: pytest.Config) -> None:
         if given is None:  # the controller runs without this plugin: leave discovery alone
             return
         run = RunInfo(**given, worker=str(workerinput.get("workerid", "worker")))
-        stack.enter_context(_exported(run.environ()))
-        stack.enter_context(use_manager(run.address, bytes.fromhex(run.authkey)))
+        stack.enter_context(env.exported(run.environ()))
+        stack.enter_context(_pointed_at(run))
     else:
-        run = _start_run(config, stack)
+        run = _choose_store(config, stack)
     config.stash[_RUN] = run
 
 
-def _start_run(config: pytest.Config, stack: contextlib.ExitStack) -> RunInfo:
-    """Start (or find) the run's manager and point this process at it."""
+def _choose_store(config: pytest.Config, stack: contextlib.ExitStack) -> RunInfo:
+    """Decide where the run's store is; start nothing (see the module doc)."""
     run_id = secrets.token_hex(4)
-    address = config.option.papertiger_address or os.environ.get(ENV_ADDRESS)
-    if address:
-        authkey = config.option.papertiger_authkey or os.environ.get(ENV_AUTHKEY)
+    url = config.option.papertiger_url or env.url()
+    address = config.option.papertiger_address or env.get(env.ADDRESS)
+    if url:
+        run = RunInfo(run_id, URL, url=url)
+    elif address:
+        authkey = config.option.papertiger_authkey or env.get(env.AUTHKEY)
         if not authkey:
             raise pytest.UsageError(
                 f"papertiger: a manager address was given ({address}) but no authkey; "
-                f"pass --papertiger-authkey HEX or set {ENV_AUTHKEY}."
+                f"pass --papertiger-authkey HEX or set {env.AUTHKEY}."
             )
         try:
             bytes.fromhex(authkey)
-            probe = Channel(address, bytes.fromhex(authkey))
-            try:
-                _, info = probe.request(["hello"])
-            finally:
-                probe.close()
-        except (StoreError, ValueError) as exc:
+        except ValueError:
             raise pytest.UsageError(
-                f"papertiger: cannot use the manager at {address}: {exc}\n"
-                f"Start one ('papertiger daemon start'), fix --papertiger-address / "
-                f"{ENV_ADDRESS}, or unset it to get a manager for this run."
+                f"papertiger: the authkey of {address} must be hex, as papertiger prints it."
             ) from None
+        if not _answers(address):
+            raise pytest.UsageError(
+                f"papertiger: cannot use the manager at {address}: nothing answers there.\n"
+                f"Start one ('papertiger daemon start'), fix --papertiger-address / "
+                f"{env.ADDRESS}, or unset it to get a manager for this run."
+            )
+        run = RunInfo(run_id, ADDRESS, address=address, authkey=authkey)
+    else:
+        directory = tempfile.mkdtemp(prefix="ptg-run-")  # 0700
         run = RunInfo(
-            address=address,
-            authkey=authkey,
-            run_id=run_id,
-            external=True,
-            manager_pid=int(info["pid"]),
-            control=str(info["control"]),
+            run_id,
+            ON_DEMAND,
+            address=os.path.join(directory, SOCKET_NAME),
+            authkey=secrets.token_bytes(32).hex(),
+            owner_pid=os.getpid(),
         )
-        stack.enter_context(_exported(run.environ()))
-        stack.enter_context(use_manager(run.address, bytes.fromhex(run.authkey)))
-        stack.callback(_clear_run, run)  # runs first: while still connected
-        return run
-    try:
-        server: Server = stack.enter_context(serve())
-    except StoreError as exc:
-        raise pytest.UsageError(
-            f"papertiger: could not start the manager for this run: {exc}\n"
-            "Run with -p no:papertiger to run without it."
-        ) from None
-    run = RunInfo(
-        address=server.address,
-        authkey=server.authkey.hex(),
-        run_id=run_id,
-        external=False,
-        manager_pid=server.pid,
-        control=server.control,
-    )
-    stack.enter_context(_exported(run.environ()))
+        stack.callback(_end_on_demand, run)  # the very last: after every connection is gone
+    stack.enter_context(env.exported(run.environ()))
+    stack.enter_context(_pointed_at(run))
+    if run.external:
+        stack.callback(_clear_run, config, run)  # first: while still pointed at the store
     return run
 
 
+def _answers(address: str) -> bool:
+    """True when something accepts connections at the Unix socket (a connect, no more)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(2.0)
+        try:
+            probe.connect(address)
+        except OSError:
+            return False
+    return True
+
+
 @contextlib.contextmanager
-def _exported(env: dict[str, str]) -> Iterator[None]:
-    """Set ``env`` in ``os.environ`` for the block, then restore what was there."""
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
-    try:
+def _pointed_at(run: RunInfo) -> Iterator[None]:
+    """Point this process's store calls at the run's store for the run; then put back what was.
+
+    A process that has not loaded papertiger's backends yet needs only the
+    variables (its first store call reads them); one that has (pytester's
+    in-process runs) is switched over and switched back.
+    """
+    if "papertiger.backends" not in sys.modules:
+        try:
+            yield
+        finally:
+            backends = sys.modules.get("papertiger.backends")
+            if backends is not None:  # loaded during the run: its connections were the run's
+                with contextlib.suppress(Exception):
+                    backends.disconnect()
+        return
+    from .backends import SHM, backend_for_url, use_backend
+    from .engine import connection
+
+    if run.kind == URL:
+        with use_backend(backend_for_url(run.url)):
+            yield
+        return
+    owner = run.owner_pid if run.kind == ON_DEMAND else None
+    authkey = bytes.fromhex(run.authkey)
+    with connection.use_manager(run.address, authkey, start_owner=owner), use_backend(SHM):
         yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
-def _clear_run(run: RunInfo) -> None:
-    """Remove what the run left in a manager that outlives it: its namespaces, its once results."""
+def _end_on_demand(run: RunInfo) -> None:
+    """Stop the run's manager if anyone started it; remove its directory."""
+    if os.path.exists(run.address):
+        from .engine.spawn import stop_manager_at
+
+        stop_manager_at(run.address, bytes.fromhex(run.authkey))
+    shutil.rmtree(os.path.dirname(run.address), ignore_errors=True)
+
+
+def _clear_run(config: pytest.Config, run: RunInfo) -> None:
+    """Remove what the run left in a store that outlives it: its namespaces, its once results."""
+    if not (config.stash.get(_USED, False) or store_in_use()):
+        return  # nobody used it: nothing to clear, and no reason to connect
     try:
-        client = current_client()
-        client.request(["clear_namespace", None, list(run.root)])
-        scope = run.environ()[ENV_ONCE_SCOPE] + ":"
-        with client.replica.lock:
-            partition = client.replica.catch_up().partition(ONCE_TABLE, ONCE_NAMESPACE)
-            keys = [k for k in (partition.records if partition else ()) if k.startswith(scope)]
-        for key in keys:
-            with contextlib.suppress(NotFound):
-                client.request(["delete", ONCE_TABLE, "once", list(ONCE_NAMESPACE), key])
-    except StoreError as exc:  # the manager went away: nothing left to clean
+        from .backends import current_backend
+
+        backend = current_backend()
+        backend.clear_namespace(None, run.root)
+        scope = f"pytest-{run.run_id}:"
+        for key in backend.once_keys(scope):
+            backend.once_forget(key)
+    except StoreError as exc:  # the store went away: nothing left to clean
         warnings.warn(f"papertiger: could not clean up after the run: {exc}", stacklevel=1)
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node: Any) -> None:
-    """xdist: hand the run's manager to a worker before it starts."""
+    """xdist: hand the run's store to a worker before it starts."""
     run = node.config.stash.get(_RUN, None)
     if run is not None:
         node.workerinput[WORKERINPUT_KEY] = run.workerinput()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """xdist: note whether a finished worker used the store (for the end-of-run cleanup)."""
+    output = getattr(node, "workeroutput", None) or {}
+    if output.get(WORKERINPUT_KEY, {}).get("used"):
+        node.config.stash[_USED] = True
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    output = getattr(session.config, "workeroutput", None)
+    if output is not None:
+        output[WORKERINPUT_KEY] = {"used": store_in_use()}
 
 
 @pytest.hookimpl(trylast=True)
@@ -309,11 +386,7 @@ def pytest_report_header(config: pytest.Config) -> str | None:
     run = config.stash.get(_RUN, None)
     if run is None:
         return None
-    where = "given by the address option" if run.external else "started for this run"
-    return (
-        f"papertiger: manager pid {run.manager_pid} at {run.address} ({where}), "
-        f"control {run.control}, run {run.run_id}"
-    )
+    return f"papertiger: {run.describe()}, run {run.run_id}"
 
 
 # -- the per-test namespace ------------------------------------------------------------
@@ -323,7 +396,7 @@ def _run_of(config: pytest.Config) -> RunInfo:
     run = config.stash.get(_RUN, None)
     if run is None:
         # a worker whose controller runs without the plugin: a private, unique root
-        run = RunInfo(address="", authkey="", run_id=secrets.token_hex(4), external=False)
+        run = RunInfo(secrets.token_hex(4))
         run.worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
         config.stash[_RUN] = run
     return run
@@ -342,20 +415,20 @@ def papertiger_namespace(request: pytest.FixtureRequest) -> Iterator[Namespace]:
     run = _run_of(request.config)
     ns = run.checkout(request.node.nodeid)
     request.node.stash[_TEST_NS] = ns
-    saved_default = _namespace._default
-    saved_env = os.environ.get(ENV_NAMESPACE)
-    set_default_namespace(ns, export=True)
+    saved_env = os.environ.get(env.NAMESPACE)
+    saved_default = set_default_namespace(ns, export=True)
     try:
         yield ns
     finally:
         try:
-            clear_namespace(ns)
+            if store_in_use():
+                clear_namespace(ns)
         finally:
             set_default_namespace(saved_default)
             if saved_env is None:
-                os.environ.pop(ENV_NAMESPACE, None)
+                os.environ.pop(env.NAMESPACE, None)
             else:
-                os.environ[ENV_NAMESPACE] = saved_env
+                os.environ[env.NAMESPACE] = saved_env
 
 
 @pytest.fixture(autouse=True)
@@ -367,47 +440,39 @@ def _papertiger_autouse(request: pytest.FixtureRequest) -> None:
         request.getfixturevalue("papertiger_namespace")
 
 
-def _nested_partitions(state: State, ns: Namespace) -> list[tuple[str, Namespace]]:
-    """``(table, namespace)`` of every non-empty partition at or under ``ns``, sorted."""
-    return sorted(
-        (table, key)
-        for table, partitions in state.tables.items()
-        for key, partition in partitions.items()
-        if partition.records and is_nested(key, ns)
-    )
-
-
 def clear_namespace(ns: NamespaceLike) -> None:
     """Remove ``ns`` and every namespace nested under it, in every table.
 
-    Skips the write when this process's replica shows nothing there: O(p) for
-    p partitions, plus one write when there is something to clear.
+    Skips the write when the store shows nothing there (on shared memory a
+    read of this process's replica): O(p) for p partitions, plus one write
+    when there is something to clear.
     """
+    from .backends import current_backend
+
     key = normalize_namespace(ns)
-    client = current_client()
-    with client.replica.lock:
-        found = _nested_partitions(client.replica.catch_up(), key)
-    if found:
-        client.request(["clear_namespace", None, list(key)])
+    backend = current_backend()
+    if backend.partitions(key):
+        backend.clear_namespace(None, key)
 
 
 def dump_namespace(ns: NamespaceLike, limit: int = DUMP_LIMIT) -> str:
     """The records at or under ``ns``, every table, as text (one JSON record a line)."""
+    import msgpack
+
+    from .backends import current_backend
+    from .backends.base import TableSpec
+
     key = normalize_namespace(ns)
-    client = current_client()
+    backend = current_backend()
     lines: list[str] = []
-    with client.replica.lock:
-        state = client.replica.catch_up()
-        for table, where in _nested_partitions(state, key):
-            partition = state.tables[table][where]
-            total = len(partition.records)
-            lines.append(f"{table} in {'/'.join(where)}: {total} record(s)")
-            for i, packed in enumerate(partition.newest_first()):
-                if i == limit:
-                    lines.append(f"  ... and {total - limit} more")
-                    break
-                record = msgpack.unpackb(packed)
-                lines.append("  " + json.dumps(record, sort_keys=True, default=repr))
+    for info in backend.partitions(key):
+        lines.append(f"{info.table} in {'/'.join(info.namespace)}: {info.size} record(s)")
+        packed = backend.records(TableSpec(info.table, info.table), info.namespace)
+        for i, record in enumerate(packed):
+            if i == limit:
+                lines.append(f"  ... and {info.size - limit} more")
+                break
+            lines.append("  " + json.dumps(msgpack.unpackb(record), sort_keys=True, default=repr))
     return "\n".join(lines) if lines else "no records left"
 
 
@@ -420,7 +485,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             text = f"namespace: {ns!r}"
             if item.config.option.papertiger_dump:
                 try:
-                    text += "\n" + dump_namespace(ns)
+                    text += "\n" + (dump_namespace(ns) if store_in_use() else "no records left")
                 except StoreError as exc:
                     text += f"\ncould not read its records: {exc}"
             report.sections.append(("papertiger", text))
@@ -485,6 +550,8 @@ def once_fixture(
             def factory() -> Any:
                 with use_namespace(ns):
                     return fn(*args, **kwargs)
+
+            from .once import once
 
             return once(once_key, factory)
 

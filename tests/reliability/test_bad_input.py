@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from multiprocess import connection as mpc
 
 import papertiger
-from papertiger.engine.server import current_client
+from papertiger.engine.connection import current_client
 from papertiger.store import CheckoutSessions as CS
 
 from .helpers import serve
@@ -92,9 +92,7 @@ def _seq() -> int:
 def _contents(ns: Any) -> dict[str, Any]:
     """What every table holds in ``ns``, as stored (packed), read from this process's replica."""
     key = papertiger.namespace.normalize_namespace(ns)
-    replica = current_client().replica
-    with replica.lock:
-        state = replica.catch_up()
+    with current_client().replica.read() as state:
         return {
             table: dict(partitions[key].records)
             for table, partitions in state.tables.items()

@@ -147,7 +147,8 @@ def state_dir() -> Iterator[Path]:
 
 def test_daemon_files_are_private(state_dir: Path) -> None:
     """The daemon's state file, socket, lock and log are 0600; their directory 0700."""
-    daemon = pytest.importorskip("papertiger.engine.daemon")
+    from papertiger import daemon
+
     daemon.start(daemon.DaemonConfig(state_dir=str(state_dir), log_level="WARNING"))
     paths = daemon.daemon_paths(state_dir)
     info = daemon.find_daemon(paths)

@@ -100,7 +100,7 @@ def linear(cfg: dict[str, Any]) -> None:
     from helpers import is_intact, sealed  # type: ignore[import-not-found,unused-ignore]
 
     import papertiger
-    from papertiger.engine.server import current_client
+    from papertiger.engine.connection import current_client
     from papertiger.store import CheckoutSessions as CS
 
     rng = random.Random(cfg["seed"])
@@ -185,7 +185,7 @@ def torn_reader(cfg: dict[str, Any]) -> None:
     from helpers import is_intact  # type: ignore[import-not-found,unused-ignore]
 
     import papertiger
-    from papertiger.engine.server import current_client
+    from papertiger.engine.connection import current_client
     from papertiger.store import CheckoutSessions as CS
 
     rng = random.Random(cfg["seed"])
@@ -263,7 +263,7 @@ def marker_reader(cfg: dict[str, Any]) -> None:
     from helpers import is_intact  # type: ignore[import-not-found,unused-ignore]
 
     import papertiger
-    from papertiger.engine.server import current_client
+    from papertiger.engine.connection import current_client
     from papertiger.store import CheckoutSessions as CS
 
     seen = []
@@ -362,7 +362,7 @@ def shm_full(cfg: dict[str, Any]) -> None:
 
     import papertiger
     from papertiger.engine.client import Client
-    from papertiger.engine.server import current_client
+    from papertiger.engine.connection import current_client
     from papertiger.store import CheckoutSessions as CS
 
     rng = random.Random(5)
@@ -418,8 +418,7 @@ def shm_full(cfg: dict[str, Any]) -> None:
             # ... and by a new reader, which starts from the newest checkpoint
             other = Client(server.address, server.authkey)
             try:
-                with other.replica.lock:
-                    count = other.replica.catch_up().count(CS.table_name, ("full",))
+                count = other.replica.count(CS.table_name, ("full",))
                 if count != len(accepted):
                     problems.append(f"a new reader sees {count} of {len(accepted)} records")
             finally:

@@ -54,15 +54,13 @@ def reader_main(
         import msgpack
 
         import papertiger
-        from papertiger.engine.server import current_client
+        from papertiger.engine.connection import current_client
         from papertiger.namespace import normalize_namespace
         from papertiger.store import CheckoutSessions
 
         with papertiger.use_namespace(ns):
             CheckoutSessions.count()
-        replica = current_client().replica
-        with replica.lock:
-            state = replica.catch_up()
+        with current_client().replica.read() as state:
             key = normalize_namespace(ns)
             floor = {rid: state.get(CheckoutSessions.table_name, key, rid) for rid in ids}
         unpackb = msgpack.unpackb

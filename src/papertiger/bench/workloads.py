@@ -162,11 +162,10 @@ class Worker:
             yield
 
     def state(self) -> Any:
-        from papertiger.engine.server import current_client
+        from papertiger.engine.connection import current_client
 
-        replica = current_client().replica
-        with replica.lock:
-            return replica.catch_up()
+        with current_client().replica.read() as state:
+            return state
 
     # -- 1. seeding ------------------------------------------------------------
     def seed(self) -> None:

@@ -1,7 +1,18 @@
-"""The I/O side: shared-memory log, manager, replica, client, and discovery.
+"""The shared-memory engine: one writer, a replicated log, readers that never ask.
 
-``protocol`` (frames), ``shm`` (segments), ``log`` (control block, log
-segments, checkpoints), ``replica`` (a reader's state), ``manager`` (the one
-writer), ``client`` (a process's connection), ``server`` (serve, connect and
-discovery).
+==================  ==========================================================
+:mod:`.protocol`    request and reply frames, built and read by name
+:mod:`.shm`         shared-memory segments with an explicit owner
+:mod:`.log`         the control block, log segments and checkpoints
+:mod:`.replica`     a reader's state, caught up from the log (its own lock)
+:mod:`.client`      one process's connection to the manager
+:mod:`.manager`     the one writer: requests in arrival order, effects out
+:mod:`.claims`      ``once`` claims: who runs a factory, who waits
+:mod:`.spawn`       starting managers: owned, or on demand for a test run
+:mod:`.connection`  which manager this process uses: discovery, serve
+:mod:`.persistence` a daemon's snapshots on disk
+==================  ==========================================================
+
+The backend seam (:mod:`papertiger.backends`) puts this engine behind the
+same interface as Redis.
 """

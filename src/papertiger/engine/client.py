@@ -20,6 +20,7 @@ import msgpack
 from multiprocess import connection as mpc
 
 from ..errors import InvalidRequest, StoreUnavailable
+from . import protocol
 from .protocol import PROTOCOL_VERSION, decode_reply
 from .replica import Replica
 from .shm import pid_alive
@@ -128,7 +129,7 @@ class Client(Channel):
     def __init__(self, address: str, authkey: bytes) -> None:
         super().__init__(address, authkey)
         try:
-            _, info = self.request(["hello"])
+            _, info = self.request(protocol.request("hello"))
             if info.get("protocol") != PROTOCOL_VERSION:
                 raise StoreUnavailable(
                     f"the manager at {address} speaks protocol {info.get('protocol')}, this "

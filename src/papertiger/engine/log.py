@@ -523,7 +523,7 @@ class LogReader:
     def follow(self, seq: int, head: int, apply: Callable[[Any], None]) -> int:
         """Apply entries ``seq+1 .. head``; returns the last seq applied.
 
-        Returns early with a smaller seq only by raising :class:`_Behind`,
+        Returns early with a smaller seq only by raising :class:`Behind`,
         when the next segment is gone and the caller must reload.
         """
         unpackb = msgpack.unpackb

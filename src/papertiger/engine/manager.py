@@ -22,9 +22,8 @@ them over through a pipe.  Every accepted socket gets a 2 s send/receive
 timeout, before the handshake, so a client that stops mid-handshake or
 mid-frame is dropped instead of stalling everyone else.
 
-``once(key)`` claims live here too: the first caller is told to run its
-factory, later callers' replies are held back until the result is stored;
-if the caller disconnects first, the oldest waiter is told to run instead.
+``once(key)`` claims are a small state machine of their own
+(:mod:`.claims`); the manager stores the results and sends what it says.
 
 Run as ``python -m papertiger.engine``: it reads one JSON line of
 configuration from stdin, prints one JSON line (address, pid, control block)
@@ -53,13 +52,16 @@ from typing import Any
 import msgpack
 from multiprocess import connection as mpc
 
-from .. import __version__
-from ..commands import WRITE_OPS, BatchBuilder, check_id, resolve
+from .. import __version__, env
+from ..core.records import check_id
+from ..core.resolve import WRITE_REQUESTS, BatchBuilder, Patch, resolve, write_request
+from ..core.state import PUT, PutEffect, State
 from ..errors import InvalidRequest, StoreError
-from ..state import PUT, State
+from . import protocol
+from .claims import ONCE_NAMESPACE, ONCE_TABLE, Claims
 from .log import DEFAULT_CHECKPOINT_BYTES, DEFAULT_SEGMENT_BYTES, LogWriter, new_prefix
-from .protocol import ONCE_NAMESPACE, ONCE_TABLE, PROTOCOL_VERSION, encode_error, encode_ok
-from .shm import sweep_dead
+from .protocol import PROTOCOL_VERSION, encode_error, encode_ok
+from .shm import pid_alive, sweep_dead
 
 __all__ = ["Manager", "ManagerConfig", "main"]
 
@@ -80,6 +82,7 @@ class ManagerConfig:
         segment_bytes: int = DEFAULT_SEGMENT_BYTES,
         checkpoint_bytes: int = DEFAULT_CHECKPOINT_BYTES,
         watch_stdin: bool = False,
+        watch_pid: int | None = None,
         sweep: bool = True,
     ) -> None:
         self.address = address
@@ -87,6 +90,8 @@ class ManagerConfig:
         self.segment_bytes = segment_bytes
         self.checkpoint_bytes = checkpoint_bytes
         self.watch_stdin = watch_stdin
+        #: stop when this process exits (the owner of an on-demand manager)
+        self.watch_pid = watch_pid
         self.sweep = sweep
 
     def to_json(self) -> str:
@@ -97,6 +102,7 @@ class ManagerConfig:
                 "segment_bytes": self.segment_bytes,
                 "checkpoint_bytes": self.checkpoint_bytes,
                 "watch_stdin": self.watch_stdin,
+                "watch_pid": self.watch_pid,
                 "sweep": self.sweep,
             }
         )
@@ -110,6 +116,7 @@ class ManagerConfig:
             segment_bytes=int(raw.get("segment_bytes", DEFAULT_SEGMENT_BYTES)),
             checkpoint_bytes=int(raw.get("checkpoint_bytes", DEFAULT_CHECKPOINT_BYTES)),
             watch_stdin=bool(raw.get("watch_stdin", False)),
+            watch_pid=None if raw.get("watch_pid") is None else int(raw["watch_pid"]),
             sweep=bool(raw.get("sweep", True)),
         )
 
@@ -133,8 +140,7 @@ class Manager:
         self.state = State()
         self.stopping = False
         self.conns: list[Any] = []
-        self.once_claims: dict[str, Any] = {}
-        self.once_waiters: dict[str, list[Any]] = {}
+        self.claims = Claims()
         self.staged: dict[tuple[int, str], BatchBuilder] = {}
         self.refused = 0
         self.requests = 0
@@ -201,11 +207,8 @@ class Manager:
 
     def stats(self) -> dict[str, Any]:
         tables: dict[str, Any] = {}
-        for name in sorted(self.state.tables):
-            partitions = self.state.tables[name]
-            namespaces = {
-                "/".join(ns): len(p.records) for ns, p in sorted(partitions.items()) if p.records
-            }
+        for name in self.state.table_names():
+            namespaces = {"/".join(ns): len(p) for _, ns, p in self.state.partitions(table=name)}
             tables[name] = {"records": sum(namespaces.values()), "namespaces": namespaces}
         return {
             **self.info(),
@@ -273,6 +276,10 @@ class Manager:
         self._poller.register(self._wake_r, select.POLLIN)
         if watch is not None:
             self._poller.register(watch, select.POLLIN)
+        owner = self.config.watch_pid
+        owner_fd = _pidfd(owner) if owner else None
+        if owner_fd is not None:
+            self._poller.register(owner_fd, select.POLLIN)
         try:
             while not self.stopping:
                 for fd, _ in self._poller.poll(500):
@@ -282,6 +289,9 @@ class Manager:
                         if not os.read(watch, 4096):
                             log.info("owner gone (stdin closed): stopping")
                             self.stopping = True
+                    elif fd == owner_fd:
+                        log.info("owner (pid %s) exited: stopping", owner)
+                        self.stopping = True
                     else:
                         conn = self._by_fd.get(fd)
                         if conn is not None:
@@ -291,7 +301,12 @@ class Manager:
                 self.writer.poll_checkpoint()  # publish a background checkpoint once written
                 for hook in self.on_tick:
                     hook(self)
+                if owner and owner_fd is None and not pid_alive(owner):
+                    log.info("owner (pid %s) exited: stopping", owner)
+                    self.stopping = True
         finally:
+            if owner_fd is not None:
+                os.close(owner_fd)
             self.close()
 
     def _install_signals(self) -> None:
@@ -341,12 +356,9 @@ class Manager:
             pass
         for staged in [k for k in self.staged if k[0] == id(conn)]:
             del self.staged[staged]
-        for waiters in self.once_waiters.values():
-            if conn in waiters:
-                waiters.remove(conn)
-        for key in [k for k, c in self.once_claims.items() if c is conn]:
-            log.info("once(%r): the caller went away mid-factory; handing over", key)
-            self._hand_over(key)
+        for waiter, message in self.claims.drop(conn):
+            log.info("once: a caller went away mid-factory; handing over")
+            self._send(waiter, encode_ok(self.writer.seq, message))
 
     def _send(self, conn: Any, frame: bytes) -> None:
         try:
@@ -363,13 +375,8 @@ class Manager:
             return
         self.requests += 1
         try:
-            req = msgpack.unpackb(frame)
-            if not isinstance(req, list) or not req or not isinstance(req[0], str):
-                raise InvalidRequest(
-                    "Malformed request: expected a msgpack list starting with the operation name.",
-                    param="request",
-                )
-            reply = self._dispatch(conn, req)
+            op, fields = protocol.decode_request(frame)
+            reply = self._dispatch(conn, op, fields)
         except StoreError as exc:
             reply = encode_error(exc)
         except Exception as exc:  # malformed frames must never stop the manager
@@ -380,18 +387,19 @@ class Manager:
         if reply is not None:
             self._send(conn, reply)
 
-    def _dispatch(self, conn: Any, req: list[Any]) -> bytes | None:
-        op = req[0]
-        if op in WRITE_OPS:
+    def _dispatch(self, conn: Any, op: str, fields: list[Any]) -> bytes | None:
+        if op in WRITE_REQUESTS:
+            req = write_request(op, fields)
             effect = resolve(self.state, req)
             seq = self._publish(effect)
-            return encode_ok(seq, effect[5] if op == "patch" else None)
+            # a patch's caller gets the merged record the manager worked out
+            return encode_ok(seq, effect.packed if isinstance(req, Patch) else None)
         handler = _OPS.get(op)
         if handler is None:
             raise InvalidRequest(f"Unknown operation {op!r}.", param="request")
-        return handler(self, conn, req)
+        return handler(self, conn, fields)
 
-    def _publish(self, effect: list[Any]) -> int:
+    def _publish(self, effect: Any) -> int:
         payload = msgpack.packb(effect, use_bin_type=True)
         seq = self.writer.append(payload)  # may raise StoreError (/dev/shm full): nothing changed
         self.state.apply(effect)
@@ -401,42 +409,38 @@ class Manager:
         return seq
 
     # -- non-write operations ------------------------------------------------------
-    def _op_hello(self, conn: Any, req: list[Any]) -> bytes:
+    def _op_hello(self, conn: Any, fields: list[Any]) -> bytes:
         return encode_ok(self.writer.seq, self.info())
 
-    def _op_ping(self, conn: Any, req: list[Any]) -> bytes:
+    def _op_ping(self, conn: Any, fields: list[Any]) -> bytes:
         return encode_ok(self.writer.seq, None)
 
-    def _op_stats(self, conn: Any, req: list[Any]) -> bytes:
+    def _op_stats(self, conn: Any, fields: list[Any]) -> bytes:
         return encode_ok(self.writer.seq, self.stats())
 
-    def _op_checkpoint(self, conn: Any, req: list[Any]) -> bytes:
+    def _op_checkpoint(self, conn: Any, fields: list[Any]) -> bytes:
         self.writer.write_checkpoint()
         return encode_ok(self.writer.seq, None)
 
-    def _op_shutdown(self, conn: Any, req: list[Any]) -> bytes:
+    def _op_shutdown(self, conn: Any, fields: list[Any]) -> bytes:
         self.stopping = True
         return encode_ok(self.writer.seq, None)
 
-    def _op_stage(self, conn: Any, req: list[Any]) -> None:
-        # ["stage", txid, table, resource, ns, records]: part of a batch; never replied to.
-        txid = req[1] if len(req) > 1 and isinstance(req[1], str) else "?"
+    def _op_stage(self, conn: Any, fields: list[Any]) -> None:
+        # part of a streamed insert_many (protocol.Stage); never replied to.
+        txid = fields[0] if fields and isinstance(fields[0], str) else "?"
         key = (id(conn), txid)
         batch = self.staged.get(key)
         try:
-            if len(req) != 6:
-                raise InvalidRequest(
-                    f"Malformed stage request: expected 6 items, got {len(req)}.", param="request"
-                )
-            _, _, table, resource, ns, items = req
+            chunk = protocol.read_stage(fields)
             if batch is None:
-                batch = self.staged[key] = BatchBuilder(table, resource, ns)
-            elif not batch.matches(table, ns):
+                batch = self.staged[key] = BatchBuilder(chunk.table, chunk.object_name, chunk.ns)
+            elif not batch.matches(chunk.table, chunk.ns):
                 raise InvalidRequest(
                     "Malformed stage request: a batch's chunks must share table and namespace.",
                     param="request",
                 )
-            batch.add(items)
+            batch.add(chunk.records)
         except Exception as exc:
             error = (
                 exc
@@ -451,39 +455,39 @@ class Manager:
                 batch.error = error
         return None
 
-    def _op_commit(self, conn: Any, req: list[Any]) -> bytes:
+    def _op_commit(self, conn: Any, fields: list[Any]) -> bytes:
         # ["commit", txid]: apply the staged batch as one effect, all or nothing.
-        txid = req[1] if len(req) == 2 else None
+        txid = fields[0] if len(fields) == 1 else None
         batch = self.staged.pop((id(conn), txid), None) if isinstance(txid, str) else None
         if batch is None:
             raise InvalidRequest(f"No staged batch {txid!r} on this connection.", param="request")
         seq = self._publish(batch.finish(self.state))
         return encode_ok(seq, None)
 
-    def _op_abort(self, conn: Any, req: list[Any]) -> None:
+    def _op_abort(self, conn: Any, fields: list[Any]) -> None:
         # ["abort", txid]: forget a staged batch; never replied to.
-        if len(req) == 2 and isinstance(req[1], str):
-            self.staged.pop((id(conn), req[1]), None)
+        if len(fields) == 1 and isinstance(fields[0], str):
+            self.staged.pop((id(conn), fields[0]), None)
         return None
 
-    def _op_once(self, conn: Any, req: list[Any]) -> bytes | None:
-        key = _once_key(req)
+    def _op_once(self, conn: Any, fields: list[Any]) -> bytes | None:
+        # ["once", key]: ["done", packed] now, ["run"] now, or a reply held back (claims.py)
+        key = _once_key(fields)
         done = self.state.get(ONCE_TABLE, ONCE_NAMESPACE, key)
         if done is not None:
             return encode_ok(self.writer.seq, ["done", done])
-        if key in self.once_claims:
-            self.once_waiters.setdefault(key, []).append(conn)
-            return None  # the reply waits for the result or a hand-over
-        self.once_claims[key] = conn
+        if self.claims.claim(conn, key) == "wait":
+            return None
         return encode_ok(self.writer.seq, ["run"])
 
-    def _op_once_done(self, conn: Any, req: list[Any]) -> bytes:
-        if len(req) != 3 or not isinstance(req[2], bytes):
+    def _op_once_done(self, conn: Any, fields: list[Any]) -> bytes:
+        # ["once_done", key, packed]
+        if len(fields) != 2 or not isinstance(fields[1], bytes):
             raise InvalidRequest("Malformed once_done request.", param="request")
-        key = _once_key(req)
-        if self.once_claims.get(key) is not conn:
+        key = _once_key(fields)
+        if not self.claims.holds(conn, key):
             raise InvalidRequest(f"once({key!r}) is not claimed by this client.", param="key")
-        packed = req[2]
+        packed = fields[1]
         try:  # rare and small: decode it here, so no waiter ever gets bytes it cannot read
             msgpack.unpackb(packed)
         except Exception:
@@ -491,29 +495,17 @@ class Manager:
                 f"Malformed once_done request: the result for {key!r} is not one msgpack value.",
                 param="value",
             ) from None
-        seq = self._publish([PUT, ONCE_TABLE, list(ONCE_NAMESPACE), key, 0, packed, None])
-        del self.once_claims[key]
-        for waiter in self.once_waiters.pop(key, []):
-            self._send(waiter, encode_ok(seq, ["done", packed]))
+        seq = self._publish(PutEffect(PUT, ONCE_TABLE, list(ONCE_NAMESPACE), key, 0, packed, None))
+        for waiter, message in self.claims.done(conn, key, packed):
+            self._send(waiter, encode_ok(seq, message))
         return encode_ok(seq, None)
 
-    def _op_once_abandon(self, conn: Any, req: list[Any]) -> bytes:
-        key = _once_key(req)
-        if self.once_claims.get(key) is conn:
-            self._hand_over(key)
+    def _op_once_abandon(self, conn: Any, fields: list[Any]) -> bytes:
+        # ["once_abandon", key]: the holder's factory failed
+        key = _once_key(fields)
+        for waiter, message in self.claims.abandon(conn, key):
+            self._send(waiter, encode_ok(self.writer.seq, message))
         return encode_ok(self.writer.seq, None)
-
-    def _hand_over(self, key: str) -> None:
-        self.once_claims.pop(key, None)
-        waiters = self.once_waiters.get(key, [])
-        while waiters:
-            nxt = waiters.pop(0)
-            if nxt in self.conns:
-                self.once_claims[key] = nxt
-                self._send(nxt, encode_ok(self.writer.seq, ["run"]))
-                break
-        if not waiters:
-            self.once_waiters.pop(key, None)
 
     # -- shutdown ----------------------------------------------------------------
     def close(self) -> None:
@@ -556,10 +548,18 @@ class Manager:
         self._wake_r = self._wake_w = -1
 
 
-def _once_key(req: list[Any]) -> str:
-    if len(req) < 2:
+def _pidfd(pid: int) -> int | None:
+    """A descriptor that polls readable when ``pid`` exits (Linux 5.3+), or None."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
+
+
+def _once_key(fields: list[Any]) -> str:
+    if not fields:
         raise InvalidRequest("Malformed once request: missing key.", param="key")
-    return check_id(req[1], "key")
+    return check_id(fields[0], "key")
 
 
 _OPS: dict[str, Callable[[Manager, Any, list[Any]], bytes | None]] = {
@@ -590,7 +590,7 @@ def _read_line(fd: int) -> str:
 def main() -> None:
     """Entry point of a manager subprocess (see the module docstring)."""
     logging.basicConfig(
-        level=os.environ.get("PAPERTIGER_LOG_LEVEL", "WARNING").upper(),
+        level=env.log_level(),
         format="papertiger manager %(process)d: %(levelname)s %(message)s",
         stream=sys.stderr,
     )

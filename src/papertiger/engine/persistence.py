@@ -42,8 +42,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
-from ..errors import StoreError
-from ..state import State
+from ..core.state import State
+from ..errors import DataFileError, StoreError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .manager import Manager
@@ -68,10 +68,6 @@ FILE_VERSION = 1
 FILE_HEADER = struct.Struct("<8sIIQII")
 DEFAULT_INTERVAL = 60.0
 DEFAULT_CHANGES = 1000
-
-
-class DataFileError(StoreError):
-    """A data file that cannot be loaded (truncated, corrupt, foreign, too new)."""
 
 
 def _unusable(path: str, what: str) -> DataFileError:

@@ -1,23 +1,26 @@
-"""The wire protocol between clients and the manager.
+"""The wire protocol between clients and the manager: frames built and read by name.
 
 Frames are msgpack through ``Connection.send_bytes`` / ``recv_bytes`` (never
-``send``/``recv``, which pickle).  A request is a list whose first item is
-the operation name; a reply is ``[OK, seq, result]`` or
-``[ERR, kind, message, param]``.
+``send``/``recv``, which pickle).  A request is ``[op, *fields]``; a reply is
+``[OK, seq, result]`` or ``[ERR, kind, message, param]``.  Nobody builds or
+reads a frame by position outside this module: clients call the builders
+below, the manager :func:`decode_request` and, for writes,
+:func:`papertiger.core.resolve.write_request`.
 
 Operations:
 
 =====================  ======================================================
-write ops              see :mod:`papertiger.commands` (``put``, ``put_many``,
-                       ``patch``, ``delete``, ``clear_namespace``, ``clear``)
-``hello``              ``{"control", "pid", "protocol", "version"}``
+write ops              the typed requests of :mod:`papertiger.core.resolve`
+                       (``put``, ``put_many``, ``patch``, ``delete``,
+                       ``clear_namespace``, ``clear``)
+``hello``              ``{"address", "control", "pid", "protocol", "version"}``
 ``ping``               ``None``
 ``stats``              tables, namespaces, counts, log and checkpoint sizes
 ``once``               ``["done", packed]`` or ``["run"]`` (reply may wait)
 ``once_done``          store a ``once`` result: ``["once_done", key, packed]``
 ``once_abandon``       the caller's factory failed: hand the claim on
 ``stage``              part of a large ``insert_many``:
-                       ``["stage", txid, table, resource, ns, records]``;
+                       ``["stage", txid, table, object_name, ns, records]``;
                        never replied to (errors surface at ``commit``)
 ``commit``             apply the staged batch as one effect: ``["commit", txid]``
 ``abort``              forget a staged batch; never replied to
@@ -28,22 +31,98 @@ write ops              see :mod:`papertiger.commands` (``put``, ``put_many``,
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgpack
 
-from ..errors import StoreError, error_from_wire, error_to_wire
+from ..core.resolve import WRITE_REQUESTS, WriteRequest
+from ..errors import InvalidRequest, StoreError, error_from_wire, error_to_wire
 
-__all__ = ["ERR", "OK", "PROTOCOL_VERSION", "decode_reply", "encode_error", "encode_ok"]
+__all__ = [
+    "ERR",
+    "OK",
+    "PROTOCOL_VERSION",
+    "Stage",
+    "decode_reply",
+    "decode_request",
+    "encode_error",
+    "encode_ok",
+    "encode_request",
+    "request",
+    "write",
+]
 
 PROTOCOL_VERSION = 1
 OK, ERR = 0, 1
-ONCE_TABLE = "_once"
-ONCE_NAMESPACE = ("_once",)
+
+#: Requests that are never replied to.
+NO_REPLY = frozenset({"stage", "abort"})
+
+_OP_OF: dict[type[Any], str] = {kind: op for op, kind in WRITE_REQUESTS.items()}
 
 
 def _packb(value: Any) -> bytes:
     return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+# -- requests ------------------------------------------------------------------------
+
+
+class Stage(NamedTuple):
+    """One chunk of a streamed ``insert_many``."""
+
+    txid: str
+    table: str
+    object_name: str
+    ns: Any
+    records: list[Any]
+
+
+def write(req: WriteRequest) -> list[Any]:
+    """The frame of a typed write request: ``[op, *fields]``.
+
+    >>> from papertiger.core.resolve import Clear
+    >>> write(Clear("customers"))
+    ['clear', 'customers']
+    """
+    return [_OP_OF[type(req)], *req]
+
+
+def request(op: str, *fields: Any) -> list[Any]:
+    """The frame of a non-write request (``hello``, ``once``, ``commit``...)."""
+    return [op, *fields]
+
+
+def stage(chunk: Stage) -> list[Any]:
+    return ["stage", *chunk]
+
+
+def encode_request(frame: list[Any]) -> bytes:
+    return _packb(frame)
+
+
+def decode_request(frame: bytes) -> tuple[str, list[Any]]:
+    """``(op, fields)`` of a request frame; :class:`InvalidRequest` when it is not one."""
+    req = msgpack.unpackb(frame)
+    if not isinstance(req, list) or not req or not isinstance(req[0], str):
+        raise InvalidRequest(
+            "Malformed request: expected a msgpack list starting with the operation name.",
+            param="request",
+        )
+    return req[0], req[1:]
+
+
+def read_stage(fields: list[Any]) -> Stage:
+    if len(fields) != len(Stage._fields):
+        raise InvalidRequest(
+            f"Malformed stage request: expected {len(Stage._fields) + 1} items, "
+            f"got {len(fields) + 1}.",
+            param="request",
+        )
+    return Stage(*fields)
+
+
+# -- replies ---------------------------------------------------------------------------
 
 
 def encode_ok(seq: int, result: Any = None) -> bytes:

@@ -41,6 +41,7 @@ import os
 import struct
 from collections.abc import Iterator
 
+from .. import env
 from ..errors import StoreError
 
 __all__ = [
@@ -69,21 +70,15 @@ NAME_PREFIX = "ptg_"
 SHM_DIR = "/dev/shm"
 _MIN_FREE_MARGIN = 4 * 1024 * 1024
 #: Caps the bytes of shared memory one manager may hold reserved (unset: no cap).
-ENV_SHM_MAX_BYTES = "PAPERTIGER_SHM_MAX_BYTES"
+ENV_SHM_MAX_BYTES = env.SHM_MAX_BYTES
 _reserved = 0  # bytes of the segments this process created and has not unlinked yet
 
 
 def _check_shm_cap(size: int, name: str) -> None:
     """Raise :class:`StoreError` when reserving ``size`` more bytes would pass the cap."""
-    text = os.environ.get(ENV_SHM_MAX_BYTES)
-    if not text:
+    cap = env.shm_max_bytes()
+    if cap is None:
         return
-    try:
-        cap = int(text)
-    except ValueError:
-        raise StoreError(
-            f"{ENV_SHM_MAX_BYTES} must be a number of bytes, got {text!r}; fix or unset it."
-        ) from None
     if _reserved + size > cap:
         raise StoreError(
             f"/dev/shm is full for this store: it holds {_reserved} bytes and needs {size} "

@@ -9,11 +9,14 @@ A resource store is a few declarative lines::
         prefix = "in"
         url = "/v1/invoices"
         indexes = ("customer", "subscription")   # find_by_customer, find_by_subscription
+        filters = ("customer", "status")         # list(customer=..., status=...)
 
 Every method is a classmethod scoped to the current namespace
-(:func:`papertiger.use_namespace`).  Reads are answered from this process's
-replica of the shared memory log, never by the manager; writes go to the
-manager and return once every process can see them.
+(:func:`papertiger.use_namespace`).  The records live in the process's
+backend (:func:`papertiger.backends.current_backend`: shared memory by
+default, or Redis); a ``Store`` validates and packs records on the way in,
+decodes them on the way out (so every read returns a fresh object), and
+leaves locking and atomicity to the backend.
 """
 
 from __future__ import annotations
@@ -24,11 +27,12 @@ from typing import Any, ClassVar
 
 import msgpack
 
-from ..commands import PreparedRecord, check_id, generate_id, pack_value, prepare_record
-from ..engine.server import current_client
+from ..backends import current_backend
+from ..backends.base import TableSpec
+from ..core.pagination import DEFAULT_LIMIT, StripeList, list_query
+from ..core.records import PreparedRecord, check_id, index_value, pack_value, prepare_record
 from ..errors import InvalidRequest, NotFound, StoreError
 from ..namespace import NamespaceLike, current_namespace, normalize_namespace
-from ..pagination import DEFAULT_LIMIT, StripeList, check_page_params, select_page
 
 __all__ = ["Store"]
 
@@ -58,8 +62,11 @@ class Store:
     url: ClassVar[str]
     #: Fields indexed for ``find_by_<field>``.
     indexes: ClassVar[tuple[str, ...]] = ()
-    #: Records per frame when ``insert_many`` streams a large batch to the manager.
-    BATCH_CHUNK: ClassVar[int] = 200
+    #: Fields :meth:`list` filters on by equality (Stripe's list filters); dotted names
+    #: reach into nested dicts.  ``created`` is always filterable.
+    filters: ClassVar[tuple[str, ...]] = ()
+    #: What the backend knows of this resource (set for each subclass).
+    spec: ClassVar[TableSpec]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -73,6 +80,10 @@ class Store:
         if cls.table_name.startswith("_"):
             raise TypeError(f"{cls.__name__}.table_name may not start with '_' (reserved).")
         cls.indexes = tuple(cls.indexes)
+        cls.filters = tuple(cls.filters)
+        cls.spec = TableSpec(
+            cls.table_name, cls.object_name, tuple(dict.fromkeys(cls.indexes + cls.filters))
+        )
         for field in cls.indexes:
             name = f"find_by_{field}"
             if name not in cls.__dict__:
@@ -87,9 +98,7 @@ class Store:
         """The record ``id`` as a fresh dict; raises :class:`NotFound`. O(1) + decode."""
         if type(id) is not str or not id:
             check_id(id)
-        replica = current_client().replica
-        with replica.lock:
-            packed = replica.catch_up().get(cls.table_name, current_namespace(), id)
+        packed = current_backend().get(cls.spec, current_namespace(), id)
         if packed is None:
             raise NotFound(f"No such {cls.object_name}: '{id}'", param="id")
         try:
@@ -103,15 +112,29 @@ class Store:
         limit: int = DEFAULT_LIMIT,
         starting_after: str | None = None,
         ending_before: str | None = None,
+        *,
+        created: int | Mapping[str, int] | None = None,
+        **filters: Any,
     ) -> StripeList:
-        """One page, newest first, with Stripe's cursor rules. O(log n + limit)."""
-        check_page_params(limit, starting_after, ending_before)
-        replica = current_client().replica
-        with replica.lock:
-            partition = replica.catch_up().partition(cls.table_name, current_namespace())
-            packed, has_more = select_page(
-                partition, limit, starting_after, ending_before, cls.object_name
-            )
+        """One page, newest first, with Stripe's cursor rules and filters. O(log n + limit).
+
+        ``created`` is an int (equal) or a dict with any of ``gt``, ``gte``,
+        ``lt``, ``lte``; ``filters`` are equalities on the declared
+        :attr:`filters` (``status="open"``, ``customer_details.email`` passed
+        as ``**{"customer_details.email": "a@b"}``).  A cursor must match the
+        filters, else :class:`NotFound` names it.  With two or more equality
+        filters, each candidate of the first is checked: O(log n + scanned).
+        """
+        query = list_query(
+            limit,
+            starting_after,
+            ending_before,
+            created,
+            filters,
+            filterable=cls.filters,
+            resource=cls.object_name,
+        )
+        packed, has_more = current_backend().page(cls.spec, current_namespace(), query)
         try:
             data = [_unpackb(p) for p in packed]
         except Exception as exc:
@@ -121,25 +144,21 @@ class Store:
     @classmethod
     def count(cls) -> int:
         """Records in the current namespace. O(1)."""
-        replica = current_client().replica
-        with replica.lock:
-            return replica.catch_up().count(cls.table_name, current_namespace())
+        return current_backend().count(cls.spec, current_namespace())
 
     @classmethod
     def find_by(cls, field: str, value: Any) -> builtins.list[dict[str, Any]]:
-        """Records whose indexed ``field`` equals ``value``, newest first. O(k log k)."""
+        """Records whose indexed ``field`` equals ``value``, newest first. O(log n + k)."""
         if field not in cls.indexes:
             raise InvalidRequest(
                 f"Invalid field: {field!r} is not indexed on {cls.__name__}; "
                 f"indexed fields: {', '.join(cls.indexes) or 'none'}.",
                 param=field,
             )
-        if isinstance(value, Mapping):
-            value = value.get("id")
-        replica = current_client().replica
-        with replica.lock:
-            partition = replica.catch_up().partition(cls.table_name, current_namespace())
-            packed = partition.find(field, value) if partition is not None else []
+        key = index_value(value)
+        if key is None:
+            return []
+        packed = current_backend().find(cls.spec, current_namespace(), field, key)
         try:
             return [_unpackb(p) for p in packed]
         except Exception as exc:
@@ -149,10 +168,7 @@ class Store:
     def list_namespace(cls, ns: NamespaceLike | None = None) -> builtins.list[dict[str, Any]]:
         """Every record of namespace ``ns`` (default: the current one), newest first. O(n)."""
         key = current_namespace() if ns is None else normalize_namespace(ns)
-        replica = current_client().replica
-        with replica.lock:
-            partition = replica.catch_up().partition(cls.table_name, key)
-            packed = builtins.list(partition.newest_first()) if partition is not None else []
+        packed = current_backend().records(cls.spec, key)
         try:
             return [_unpackb(p) for p in packed]
         except Exception as exc:
@@ -165,16 +181,14 @@ class Store:
             record,
             prefix=cls.prefix,
             object_name=cls.object_name,
-            index_fields=cls.indexes,
+            index_fields=cls.spec.index_fields,
             require_id=require_id,
         )
 
     @classmethod
     def _put(cls, mode: str, record: object, require_id: bool) -> dict[str, Any]:
         prepared = cls._prepare(record, require_id)
-        current_client().request(
-            ["put", cls.table_name, cls.object_name, current_namespace(), mode, prepared.wire()]
-        )
+        current_backend().put(cls.spec, current_namespace(), mode, prepared)
         return prepared.record
 
     @classmethod
@@ -198,20 +212,18 @@ class Store:
 
     @classmethod
     def insert_many(cls, records: Iterable[Mapping[str, Any]]) -> builtins.list[dict[str, Any]]:
-        """Insert every record, or none: one effect, all or nothing. O(k log n).
+        """Insert every record, or none: one step, all or nothing. O(k log n).
 
-        Large batches travel in chunks of :attr:`BATCH_CHUNK` records, packed
-        here while the manager checks the previous chunk; the manager applies
-        them together, as one effect, only once the last one arrived and the
-        whole batch passed.  Returns the stored records.
+        Records are prepared as the backend consumes them, so a large batch
+        streams (packing here overlaps the backend's work); a bad record
+        anywhere raises :class:`InvalidRequest` naming ``records[i]`` and
+        nothing is inserted.  Returns the stored records.
         """
         if isinstance(records, (Mapping, str, bytes)) or not isinstance(records, Iterable):
             raise InvalidRequest("Invalid records: expected a list of dicts.", param="records")
         prepared: builtins.list[PreparedRecord] = []
-        ns = current_namespace()
 
-        def chunks(txid: str) -> Iterator[builtins.list[Any]]:
-            chunk: builtins.list[Any] = []
+        def each() -> Iterator[PreparedRecord]:
             for i, record in enumerate(records):
                 try:
                     p = cls._prepare(record)
@@ -220,20 +232,14 @@ class Store:
                         f"records[{i}]: {exc.message} Nothing was inserted.", param=exc.param
                     ) from None
                 prepared.append(p)
-                chunk.append(p.wire())
-                if len(chunk) == cls.BATCH_CHUNK:
-                    yield ["stage", txid, cls.table_name, cls.object_name, ns, chunk]
-                    chunk = []
-            if chunk or not prepared:  # an empty batch is staged too: commit needs one
-                yield ["stage", txid, cls.table_name, cls.object_name, ns, chunk]
+                yield p
 
-        txid = generate_id("tx")
-        current_client().request_streamed(chunks(txid), ["commit", txid], ["abort", txid])
+        current_backend().put_many(cls.spec, current_namespace(), each())
         return [p.record for p in prepared]
 
     @classmethod
     def patch(cls, id: str, changes: Mapping[str, Any]) -> dict[str, Any]:
-        """Merge ``changes`` into record ``id`` atomically, inside the manager.
+        """Merge ``changes`` into record ``id`` atomically, in the backend.
 
         Nested dicts merge (like Stripe's ``metadata``); other values replace.
         Two processes patching the same record never lose each other's keys.
@@ -246,38 +252,26 @@ class Store:
                 param="changes",
             )
         packed = pack_value(dict(changes), "changes")
-        _, merged = current_client().request(
-            [
-                "patch",
-                cls.table_name,
-                cls.object_name,
-                current_namespace(),
-                id,
-                packed,
-                builtins.list(cls.indexes),
-            ]
-        )
+        merged = current_backend().patch(cls.spec, current_namespace(), id, packed)
         return _unpackb(merged)  # type: ignore[no-any-return]
 
     @classmethod
     def delete(cls, id: str) -> dict[str, Any]:
         """Delete record ``id``; returns Stripe's deleted stub. Raises :class:`NotFound`."""
         check_id(id)
-        current_client().request(
-            ["delete", cls.table_name, cls.object_name, current_namespace(), id]
-        )
+        current_backend().delete(cls.spec, current_namespace(), id)
         return {"id": id, "object": cls.object_name, "deleted": True}
 
     @classmethod
     def clear(cls) -> None:
         """Remove every record of this table, in every namespace."""
-        current_client().request(["clear", cls.table_name])
+        current_backend().clear(cls.spec)
 
     @classmethod
     def clear_namespace(cls, ns: NamespaceLike | None = None) -> None:
         """Remove this table's records in ``ns`` and every namespace nested under it."""
         key = current_namespace() if ns is None else normalize_namespace(ns)
-        current_client().request(["clear_namespace", cls.table_name, key])
+        current_backend().clear_namespace(cls.spec, key)
 
 
 def _make_finder(field: str) -> Any:
@@ -287,6 +281,6 @@ def _make_finder(field: str) -> Any:
     finder.__name__ = f"find_by_{field}"
     finder.__doc__ = (
         f"Records whose ``{field}`` equals ``value`` (an id, or an expanded object with "
-        "one), newest first, in the current namespace. O(k log k)."
+        "one), newest first, in the current namespace. O(log n + k)."
     )
     return finder

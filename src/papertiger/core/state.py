@@ -12,16 +12,24 @@ and secondary indexes:
   the list read backwards.  ``ord`` is a per-state insertion counter, assigned
   when an id first appears in a partition and kept across updates, so ties in
   ``created`` are broken deterministically;
-* ``indexes[field][value] = {id: order key}`` for the fields the writer chose
-  to index (``customer``, ``email``...).  The values travel *with* each put,
-  so the state needs no schema and never decodes a record.
+* ``indexes[field][value]``: a :class:`~sortedcontainers.SortedList` of the
+  order keys of the records whose ``field`` holds ``value``, for the fields
+  the writer chose to index (``customer``, ``email``, ``status``...).  The
+  values travel *with* each put, so the state needs no schema and never
+  decodes a record.  Because an index keeps the list order, a filtered page
+  is a slice of it: O(log n + limit), like an unfiltered one.
 
 :meth:`State.apply` is the only way a state changes.  It takes an *effect*:
-a fully resolved, msgpack-friendly list (see :mod:`papertiger.commands`,
-which turns requests into effects and rejects bad ones).  Because the
+a fully resolved, msgpack-friendly list (see :mod:`.resolve`, which turns
+requests into effects and rejects bad ones).  Because the
 manager and every reader run this same code over the same sequence of
 effects, they cannot disagree.  ``apply`` never raises on an effect that
-``commands`` produced; effects are not re-validated here.
+:mod:`.resolve` produced; effects are not re-validated here.
+
+A partition answers queries through three methods that
+:mod:`.pagination` relies on (and that any other view of a partition, such
+as a checkpoint read in place, provides too): :meth:`Partition.entry`,
+:meth:`Partition.keys` and ``len()``.
 
 The effect kinds::
 
@@ -41,7 +49,7 @@ from typing import Any, NamedTuple
 
 from sortedcontainers import SortedList
 
-from .namespace import Namespace, is_nested
+from ..namespace import Namespace, is_nested
 
 __all__ = [
     "BATCH",
@@ -49,14 +57,40 @@ __all__ = [
     "CLEAR_NS",
     "DELETE",
     "PUT",
+    "DeleteEffect",
     "Entry",
     "Partition",
+    "PutEffect",
     "State",
 ]
 
 PUT, DELETE, CLEAR_NS, CLEAR, BATCH = 0, 1, 2, 3, 4
 
 OrderKey = tuple[int, int, str]
+
+#: An empty, shared sequence of order keys (what :meth:`Partition.keys` gives for no match).
+NO_KEYS: SortedList = SortedList()
+
+
+class PutEffect(NamedTuple):
+    """``[PUT, table, ns, id, created, packed, index_values]``, with names."""
+
+    kind: int
+    table: str
+    ns: list[str]
+    id: str
+    created: int
+    packed: bytes
+    index_values: dict[str, Any] | None
+
+
+class DeleteEffect(NamedTuple):
+    """``[DELETE, table, ns, id]``, with names."""
+
+    kind: int
+    table: str
+    ns: list[str]
+    id: str
 
 
 class Entry(NamedTuple):
@@ -76,7 +110,7 @@ class Partition:
     def __init__(self) -> None:
         self.records: dict[str, Entry] = {}
         self.order: SortedList = SortedList()
-        self.indexes: dict[str, dict[Any, dict[str, OrderKey]]] = {}
+        self.indexes: dict[str, dict[Any, SortedList]] = {}
 
     def __len__(self) -> int:
         return len(self.records)
@@ -97,20 +131,11 @@ class Partition:
                 self.order.remove((old.created, old.ord, record_id))
                 self.order.add((created, old.ord, record_id))
             if old.index_values:
-                self._unindex(record_id, old.index_values)
+                self._unindex((old.created, old.ord, record_id), old.index_values)
             new = False
         self.records[record_id] = entry
         if entry.index_values:
-            key = (entry.created, entry.ord, record_id)
-            for field, value in entry.index_values.items():
-                by_value = self.indexes.get(field)
-                if by_value is None:
-                    by_value = self.indexes[field] = {}
-                ids = by_value.get(value)
-                if ids is None:
-                    by_value[value] = {record_id: key}
-                else:
-                    ids[record_id] = key
+            self._index((entry.created, entry.ord, record_id), entry.index_values)
         return new
 
     def delete(self, record_id: str) -> bool:
@@ -120,21 +145,52 @@ class Partition:
             return False
         self.order.remove((old.created, old.ord, record_id))
         if old.index_values:
-            self._unindex(record_id, old.index_values)
+            self._unindex((old.created, old.ord, record_id), old.index_values)
         return True
 
-    def _unindex(self, record_id: str, index_values: dict[str, Any]) -> None:
+    def _index(self, key: OrderKey, index_values: dict[str, Any]) -> None:
+        for field, value in index_values.items():
+            by_value = self.indexes.get(field)
+            if by_value is None:
+                by_value = self.indexes[field] = {}
+            keys = by_value.get(value)
+            if keys is None:
+                by_value[value] = SortedList((key,))
+            else:
+                keys.add(key)
+
+    def _unindex(self, key: OrderKey, index_values: dict[str, Any]) -> None:
         for field, value in index_values.items():
             by_value = self.indexes.get(field)
             if by_value is None:
                 continue
-            ids = by_value.get(value)
-            if ids is not None:
-                ids.pop(record_id, None)
-                if not ids:
+            keys = by_value.get(value)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
                     del by_value[value]
 
     # -- queries ---------------------------------------------------------
+    def entry(self, record_id: str) -> Entry | None:
+        """The stored entry of ``record_id``, or None. O(1)."""
+        return self.records.get(record_id)
+
+    def keys(self, field: str | None = None, value: Any = None) -> SortedList:
+        """Order keys ``(created, ord, id)``, ascending: all, or those whose ``field`` is ``value``.
+
+        O(1); the result supports ``len``, ``bisect_left`` and ``islice``.
+        Treat it as read-only.
+        """
+        if field is None:
+            return self.order
+        by_value = self.indexes.get(field)
+        if not by_value:
+            return NO_KEYS
+        try:
+            return by_value.get(value, NO_KEYS)
+        except TypeError:  # unhashable: only str and int values are ever indexed
+            return NO_KEYS
+
     def position(self, record_id: str) -> int | None:
         """Index of ``record_id`` in the ascending order, or None. O(log n)."""
         entry = self.records.get(record_id)
@@ -149,18 +205,9 @@ class Partition:
             yield records[record_id].packed
 
     def find(self, field: str, value: Any) -> list[bytes]:
-        """Packed records whose indexed ``field`` equals ``value``, newest first. O(k log k)."""
-        by_value = self.indexes.get(field)
-        if not by_value:
-            return []
-        try:
-            ids = by_value.get(value)
-        except TypeError:  # unhashable: only str and int values are ever indexed
-            return []
-        if not ids:
-            return []
+        """Packed records whose indexed ``field`` equals ``value``, newest first. O(log n + k)."""
         records = self.records
-        return [records[key[2]].packed for key in sorted(ids.values(), reverse=True)]
+        return [records[key[2]].packed for key in reversed(self.keys(field, value))]
 
 
 class State:
@@ -179,8 +226,11 @@ class State:
         self.next_ord = 0
 
     # -- the one way to change --------------------------------------------
-    def apply(self, effect: list[Any]) -> None:
-        """Apply one effect. O(log n) for a put or delete, O(k log n) for a batch of k."""
+    def apply(self, effect: Any) -> None:
+        """Apply one effect (a list, or a tuple such as :class:`PutEffect`).
+
+        O(log n) for a put or delete, O(k log n) for a batch of k.
+        """
         kind = effect[0]
         if kind == PUT:
             _, table, ns, record_id, created, packed, index_values = effect
@@ -253,6 +303,24 @@ class State:
             found.update(k for k, p in self.tables[name].items() if p.records)
         return sorted(found)
 
+    def partitions(
+        self, under: Namespace | None = None, table: str | None = None
+    ) -> list[tuple[str, Namespace, Partition]]:
+        """``(table, namespace, partition)`` of every non-empty partition, sorted.
+
+        Only namespaces at or nested under ``under`` when given; only ``table``
+        when given (else every table but the internal ``_*`` ones).
+        O(p log p) for p partitions.
+        """
+        found = [
+            (name, key, partition)
+            for name in self._table_names(table)
+            for key, partition in self.tables[name].items()
+            if partition.records and (under is None or is_nested(key, under))
+        ]
+        found.sort(key=lambda item: (item[0], item[1]))
+        return found
+
     def table_names(self) -> list[str]:
         """Tables that ever held a record, sorted."""
         return sorted(self.tables)
@@ -296,11 +364,16 @@ class State:
 
 def _load_partition(partition: Partition, records: Iterable[list[Any]]) -> None:
     keys = []
+    grouped: dict[str, dict[Any, list[OrderKey]]] = {}
     for rid, created, ord_, packed, index_values in records:
         partition.records[rid] = Entry(created, ord_, packed, index_values)
         key = (created, ord_, rid)
         keys.append(key)
         if index_values:
             for field, value in index_values.items():
-                partition.indexes.setdefault(field, {}).setdefault(value, {})[rid] = key
+                grouped.setdefault(field, {}).setdefault(value, []).append(key)
     partition.order = SortedList(keys)
+    partition.indexes = {
+        field: {value: SortedList(found) for value, found in by_value.items()}
+        for field, by_value in grouped.items()
+    }

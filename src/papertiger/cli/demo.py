@@ -84,7 +84,7 @@ def run_demo(workers: int = 3, records: int = 300) -> int:
     import multiprocess
 
     import papertiger
-    from papertiger.engine.server import current_client
+    from papertiger.engine.connection import current_client
     from papertiger.fixtures import vary_checkout_session
     from papertiger.store import CheckoutSessions
 

@@ -1,14 +1,16 @@
 """The ``papertiger`` command.
 
-Each feature registers its own subcommands (``register(subparsers)``), so
-this module only dispatches:
+Each module registers its own subcommands (``register(subparsers)``), so
+this one only dispatches:
 
 =========================  ===============================================
-``demo``                   :mod:`papertiger.demo`
-``serve``, ``daemon``,     :mod:`papertiger.admin` (when present)
-``inspect``, ``get``,
-``list``, ``gc``
-``bench``                  :mod:`papertiger.bench` (when present)
+``demo``                   :mod:`.demo`
+``serve``, ``daemon``,     :mod:`.daemon`
+``gc``
+``inspect``, ``get``,      :mod:`.read`
+``list``
+``bench``                  :mod:`papertiger.bench.cli` (needs the ``bench``
+                           extra for its charts and peers)
 =========================  ===============================================
 """
 
@@ -20,12 +22,17 @@ import os
 import sys
 from collections.abc import Sequence
 
-from . import __version__
+from .. import __version__
 
 __all__ = ["build_parser", "main"]
 
 #: Modules that contribute subcommands, in the order ``--help`` lists them.
-FEATURE_MODULES = ("papertiger.demo", "papertiger.admin", "papertiger.bench.cli")
+FEATURE_MODULES = (
+    "papertiger.cli.demo",
+    "papertiger.cli.daemon",
+    "papertiger.cli.read",
+    "papertiger.bench.cli",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,13 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"papertiger {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in FEATURE_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name is not None and name.startswith(exc.name):
-                continue  # that feature is not part of this build
-            raise
-        module.register(subparsers)
+        importlib.import_module(name).register(subparsers)
     return parser
 
 

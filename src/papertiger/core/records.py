@@ -1,0 +1,348 @@
+"""Records on the client's side: validation, ids, packing, index values. Pure.
+
+Theory of operation
+-------------------
+A write crosses three places; this module is the first (:mod:`.resolve` is
+the second, :meth:`.state.State.apply` the third).  The client turns a
+user's record into a :class:`PreparedRecord` (:func:`prepare_record`): it
+checks the record is a mapping with ``str`` keys whose values msgpack can
+carry, fills in ``id`` (``<prefix>_`` + 24 random alphanumerics) and
+``created`` (int unix seconds) when absent, packs it once, and extracts the
+few fields the indexes need (:func:`index_values`, dotted names reaching into
+nested dicts).  Nobody downstream decodes the record to store it: every
+backend keeps the packed bytes and the index values as they come from here.
+
+Every rejection is an :class:`~papertiger.errors.InvalidRequest` naming the
+field at fault; nothing is sent, so the store is unchanged.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import string
+import time
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import msgpack
+
+from ..errors import InvalidRequest
+
+__all__ = [
+    "ID_ALPHABET",
+    "PreparedRecord",
+    "check_created",
+    "check_id",
+    "generate_id",
+    "index_value",
+    "index_values",
+    "merge_changes",
+    "pack_value",
+    "prepare_record",
+]
+
+ID_ALPHABET = string.ascii_letters + string.digits
+ID_RANDOM_LENGTH = 24
+MAX_ID_LENGTH = 255
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+
+_packb = msgpack.packb
+
+
+def generate_id(prefix: str) -> str:
+    """``<prefix>_`` followed by 24 random alphanumerics. O(1).
+
+    Base64 of random bytes with ``+`` and ``/`` dropped: each kept character
+    is uniform over the 62 alphanumerics.
+
+    >>> len(generate_id("cs")), generate_id("cs")[:3]
+    (27, 'cs_')
+    """
+    while True:
+        text = base64.b64encode(os.urandom(30)).translate(None, b"+/")
+        if len(text) >= ID_RANDOM_LENGTH:
+            return prefix + "_" + text[:ID_RANDOM_LENGTH].decode()
+
+
+# -- values -------------------------------------------------------------------
+
+
+_SCALARS = frozenset({str, int, float, bool, bytes, type(None)})
+
+
+def _keys_are_str(mapping: dict[Any, Any]) -> bool:
+    """True when every key in ``mapping`` and the containers below it is a str.
+
+    The fast path of validation: no paths are built; O(keys + items).  Any
+    value that is not a plain scalar, dict, list or tuple returns False and
+    leaves it to the slow path, which names the field at fault.
+    """
+    for key, value in mapping.items():
+        if key.__class__ is not str:
+            return False
+        cls = value.__class__
+        if cls in _SCALARS:
+            continue
+        if cls is dict:
+            if not _keys_are_str(value):
+                return False
+        elif cls is list or cls is tuple:
+            if not _items_keys_are_str(value):
+                return False
+        else:
+            return False
+    return True
+
+
+def _items_keys_are_str(items: list[Any] | tuple[Any, ...]) -> bool:
+    """:func:`_keys_are_str` for the items of a list or tuple."""
+    for value in items:
+        cls = value.__class__
+        if cls in _SCALARS:
+            continue
+        if cls is dict:
+            if not _keys_are_str(value):
+                return False
+        elif cls is list or cls is tuple:
+            if not _items_keys_are_str(value):
+                return False
+        else:
+            return False
+    return True
+
+
+def _find_unpackable(value: Any, path: str) -> tuple[str, str] | None:
+    """The first field msgpack cannot carry, as ``(path, what)``; None when all can."""
+    if value is None or isinstance(value, (bool, float, bytes)):
+        return None
+    if isinstance(value, str):
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return path, "a str holding a lone surrogate (not valid UTF-8)"
+        return None
+    if isinstance(value, int):
+        if _INT_MIN <= value <= _INT_MAX:
+            return None
+        return path, f"an integer outside msgpack's range ({value})"
+    if isinstance(value, Mapping):
+        if not isinstance(value, dict):  # msgpack packs dicts only
+            return path, f"a mapping of type {type(value).__name__} (not a dict)"
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return path, f"a mapping with the {type(key).__name__} key {key!r}"
+            if _find_unpackable(key, path):
+                return path, f"a mapping with the key {key!r}, a str that is not valid UTF-8"
+            found = _find_unpackable(item, f"{path}.{key}" if path else key)
+            if found:
+                return found
+        return None
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            found = _find_unpackable(item, f"{path}[{i}]")
+            if found:
+                return found
+        return None
+    return path, f"a value of type {type(value).__name__}"
+
+
+def pack_value(value: Any, param: str) -> bytes:
+    """msgpack ``value``, or raise :class:`InvalidRequest` naming the field at fault.
+
+    One pass over the containers (every key must be a str) plus ``packb``:
+    O(size of the value).  Paths are only worked out when something is wrong.
+    """
+    try:
+        if value.__class__ is dict and _keys_are_str(value):
+            return _packb(value, use_bin_type=True)  # type: ignore[no-any-return]
+    except (TypeError, ValueError, OverflowError):
+        pass
+    base = "" if param == "record" else param
+    found = _find_unpackable(value, base)
+    if found is None:
+        try:
+            return _packb(value, use_bin_type=True)  # type: ignore[no-any-return]
+        except (TypeError, ValueError, OverflowError) as exc:
+            found = (base, str(exc))
+    where, what = found
+    where = where or param
+    raise InvalidRequest(
+        f"Invalid {where}: {what} cannot be stored; use None, bool, int, float, "
+        "str, bytes, list or a dict with str keys.",
+        param=where,
+    )
+
+
+# -- records ------------------------------------------------------------------
+
+
+class PreparedRecord(NamedTuple):
+    """A record ready to travel: resolved id/created, packed bytes, index values."""
+
+    id: str
+    created: int
+    packed: bytes
+    index_values: dict[str, Any] | None
+    record: dict[str, Any]
+
+    def wire(self) -> list[Any]:
+        """``[id, created, packed, index_values]``: the record as requests carry it."""
+        return [self.id, self.created, self.packed, self.index_values]
+
+
+def index_value(value: object) -> str | int | None:
+    """The form a value takes in an index, or None when it cannot be indexed. O(1).
+
+    Strings and integers are kept; booleans become ``"true"`` / ``"false"``
+    (as Stripe's form encoding writes them, so ``active=True`` and
+    ``active="true"`` select the same records); an expanded object stands for
+    its ``id``.
+
+    >>> index_value("cus_1"), index_value(True), index_value({"id": "cus_1"}), index_value(1.5)
+    ('cus_1', 'true', 'cus_1', None)
+    """
+    cls = value.__class__
+    if cls is str:
+        return value  # type: ignore[return-value]
+    if cls is bool:
+        return "true" if value else "false"
+    if cls is int:
+        return value  # type: ignore[return-value]
+    if isinstance(value, Mapping):
+        return index_value(value.get("id"))
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return int(value)
+    return None
+
+
+def field_value(record: Mapping[str, Any], name: str) -> Any:
+    """``record[name]``, where a dotted name reaches into nested dicts; None when absent.
+
+    >>> field_value({"customer_details": {"email": "a@b"}}, "customer_details.email")
+    'a@b'
+    """
+    if "." not in name:
+        return record.get(name)
+    value: Any = record
+    for part in name.split("."):
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(part)
+    return value
+
+
+def index_values(record: Mapping[str, Any], fields: tuple[str, ...]) -> dict[str, Any] | None:
+    """The values of ``fields`` in their index form (:func:`index_value`); None when none.
+
+    O(fields x depth).
+
+    >>> index_values({"customer": {"id": "cus_1"}, "email": None}, ("customer", "email"))
+    {'customer': 'cus_1'}
+    >>> index_values({"customer_details": {"email": "a@b"}}, ("customer_details.email",))
+    {'customer_details.email': 'a@b'}
+    """
+    found: dict[str, Any] | None = None
+    for name in fields:
+        value = index_value(field_value(record, name))
+        if value is not None:
+            if found is None:
+                found = {}
+            found[name] = value
+    return found
+
+
+def check_id(value: object, param: str = "id") -> str:
+    """Return ``value`` when it is a valid object id, else raise :class:`InvalidRequest`."""
+    if type(value) is not str and not isinstance(value, str):
+        raise InvalidRequest(
+            f"Invalid {param}: expected an object id (a str), got {type(value).__name__} "
+            f"{value!r}.",
+            param=param,
+        )
+    if not value or len(value) > MAX_ID_LENGTH:
+        raise InvalidRequest(
+            f"Invalid {param}: an id must be 1 to {MAX_ID_LENGTH} characters, got {len(value)}.",
+            param=param,
+        )
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise InvalidRequest(
+                f"Invalid {param}: {value!r} is not valid Unicode text (it holds a lone "
+                "surrogate); use an id that can be encoded as UTF-8.",
+                param=param,
+            ) from None
+    return str(value)
+
+
+def check_created(value: object) -> int:
+    if type(value) is not int or not _INT_MIN <= value <= _INT_MAX:
+        raise InvalidRequest(
+            f"Invalid created: expected an int (unix seconds), got "
+            f"{type(value).__name__} {value!r}.",
+            param="created",
+        )
+    return value
+
+
+def prepare_record(
+    record: object,
+    *,
+    prefix: str,
+    object_name: str | None,
+    index_fields: tuple[str, ...],
+    require_id: bool = False,
+    now: int | None = None,
+) -> PreparedRecord:
+    """Validate and pack ``record``; fill ``id``, ``created`` and ``object`` when absent.
+
+    O(size of the record).  Raises :class:`InvalidRequest` naming the field at
+    fault; never modifies ``record``.
+
+    >>> p = prepare_record({"customer": "cus_1"}, prefix="cs",
+    ...                    object_name="checkout.session", index_fields=("customer",), now=7)
+    >>> p.id[:3], p.created, p.index_values, p.record["object"]
+    ('cs_', 7, {'customer': 'cus_1'}, 'checkout.session')
+    """
+    if not isinstance(record, Mapping):
+        raise InvalidRequest(
+            f"Invalid record: expected a dict, got {type(record).__name__}.", param="record"
+        )
+    full = dict(record)
+    if "id" in full:
+        record_id = check_id(full["id"])
+    elif require_id:
+        raise InvalidRequest(
+            "Missing id: this call needs the record's 'id' (insert generates one).",
+            param="id",
+        )
+    else:
+        record_id = full["id"] = generate_id(prefix)
+    if "created" in full:
+        created = check_created(full["created"])
+    else:
+        created = full["created"] = int(time.time()) if now is None else now
+    if object_name is not None and "object" not in full:
+        full["object"] = object_name
+    packed = pack_value(full, "record")
+    return PreparedRecord(record_id, created, packed, index_values(full, index_fields), full)
+
+
+def merge_changes(current: dict[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    """``current`` updated by ``changes``: nested dicts merge, every other value replaces.
+
+    >>> merge_changes({"a": 1, "metadata": {"x": "1"}}, {"metadata": {"y": "2"}, "b": None})
+    {'a': 1, 'metadata': {'x': '1', 'y': '2'}, 'b': None}
+    """
+    merged = dict(current)
+    for key, value in changes.items():
+        old = merged.get(key)
+        if isinstance(value, Mapping) and isinstance(old, dict):
+            merged[key] = merge_changes(old, value)
+        else:
+            merged[key] = value
+    return merged

@@ -1,0 +1,349 @@
+"""Requests into effects, in the manager: frame checks, strict writes, batches. Pure.
+
+Theory of operation
+-------------------
+A write crosses three places; this module is the second (:mod:`.records`
+prepared the record in the client, :meth:`.state.State.apply` applies the
+effect everywhere).  The manager checks the request's frame (an
+authenticated client may still send garbage), checks it against the
+current :class:`~.state.State` (strict writes: insert of an existing id,
+update/delete/patch of a missing one), and resolves it into an *effect*
+(:func:`resolve`): everything decided (generated id, ``created``, the merged
+record of a ``patch``), so replaying the log is deterministic.
+
+Every rejection is a :class:`~papertiger.errors.StoreError` naming the field
+or id at fault; a rejected request produces no effect, so the store is
+unchanged.  A batch is resolved as a whole before anything is applied: all
+or nothing (:class:`BatchBuilder`).
+
+The write requests are typed (:class:`Put`, :class:`PutMany`,
+:class:`Patch`, :class:`Delete`, :class:`ClearNamespace`, :class:`Clear`):
+on the wire a request is ``[op, *fields]`` (see
+:mod:`papertiger.engine.protocol`), and :data:`WRITE_REQUESTS` maps each op
+name to its type.  Every field is still checked here, because an
+authenticated client may send anything.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import msgpack
+
+from ..errors import AlreadyExists, InvalidRequest, NotFound, StoreError
+from ..namespace import Namespace, format_namespace, normalize_namespace
+from .records import check_created, check_id, index_values, merge_changes
+from .state import BATCH, CLEAR, CLEAR_NS, DELETE, PUT, DeleteEffect, PutEffect, State
+
+__all__ = [
+    "WRITE_REQUESTS",
+    "BatchBuilder",
+    "Clear",
+    "ClearNamespace",
+    "Delete",
+    "Patch",
+    "Put",
+    "PutMany",
+    "WriteRequest",
+    "apply_patch",
+    "resolve",
+    "write_request",
+]
+
+
+class Put(NamedTuple):
+    """``insert`` / ``update`` / ``upsert`` of one record (``mode``)."""
+
+    table: str
+    object_name: str
+    ns: Any
+    mode: str
+    record: Any  # [id, created, packed, index_values]
+
+
+class PutMany(NamedTuple):
+    """``insert_many`` in one frame: all or nothing."""
+
+    table: str
+    object_name: str
+    ns: Any
+    records: Any  # [[id, created, packed, index_values], ...]
+
+
+class Patch(NamedTuple):
+    """Merge packed ``changes`` into record ``id``, atomically, in the manager."""
+
+    table: str
+    object_name: str
+    ns: Any
+    id: str
+    changes: bytes
+    index_fields: Any  # [field, ...]
+
+
+class Delete(NamedTuple):
+    table: str
+    object_name: str
+    ns: Any
+    id: str
+
+
+class ClearNamespace(NamedTuple):
+    """``ns`` and every namespace nested under it, in ``table`` (None: every table)."""
+
+    table: str | None
+    ns: Any
+
+
+class Clear(NamedTuple):
+    """Every namespace of ``table`` (None: every table but the internal ones)."""
+
+    table: str | None
+
+
+WriteRequest = Put | PutMany | Patch | Delete | ClearNamespace | Clear
+
+#: Op name on the wire -> request type.
+WRITE_REQUESTS: dict[str, type[Any]] = {
+    "put": Put,
+    "put_many": PutMany,
+    "patch": Patch,
+    "delete": Delete,
+    "clear_namespace": ClearNamespace,
+    "clear": Clear,
+}
+
+_packb = msgpack.packb
+
+
+def _frame_error(op: str, what: str) -> InvalidRequest:
+    return InvalidRequest(f"Malformed {op} request: {what}.", param="request")
+
+
+def _table(op: str, value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise _frame_error(op, "the table must be a non-empty str")
+    return value
+
+
+def _optional_table(op: str, value: object) -> str | None:
+    return None if value is None else _table(op, value)
+
+
+def _ns(value: object) -> Namespace:
+    return normalize_namespace(value)
+
+
+def _wire_record(op: str, item: object) -> tuple[str, int, bytes, dict[str, Any] | None]:
+    if not isinstance(item, (list, tuple)) or len(item) != 4:
+        raise _frame_error(op, "a record must be [id, created, packed, index_values]")
+    record_id, created, packed, idx = item
+    check_id(record_id)
+    check_created(created)
+    if (
+        not isinstance(packed, bytes)
+        or not packed
+        or not (0x80 <= packed[0] <= 0x8F or packed[0] in (0xDE, 0xDF))
+    ):
+        raise _frame_error(op, "the packed record must be msgpack bytes of a map")
+    if idx is not None:
+        if not isinstance(idx, dict) or not all(
+            isinstance(k, str)
+            and (isinstance(v, str) or (isinstance(v, int) and not isinstance(v, bool)))
+            for k, v in idx.items()
+        ):
+            raise _frame_error(op, "index values must map str to str or int")
+        idx = idx or None
+    return record_id, created, packed, idx
+
+
+def _not_found(resource: str, record_id: str) -> NotFound:
+    return NotFound(f"No such {resource}: '{record_id}'", param="id")
+
+
+def _resolve_put(state: State, req: Put) -> PutEffect:
+    table = _table("put", req.table)
+    key = _ns(req.ns)
+    record_id, created, packed, idx = _wire_record("put", req.record)
+    exists = state.get(table, key, record_id) is not None
+    mode = req.mode
+    if mode == "insert":
+        if exists:
+            raise AlreadyExists(
+                f"{req.object_name} '{record_id}' already exists in namespace "
+                f"{format_namespace(key)}; use update() or upsert() to replace it.",
+                param="id",
+            )
+    elif mode == "update":
+        if not exists:
+            raise _not_found(str(req.object_name), record_id)
+    elif mode != "upsert":
+        raise _frame_error("put", f"unknown mode {mode!r}")
+    return PutEffect(PUT, table, list(key), record_id, created, packed, idx)
+
+
+class BatchBuilder:
+    """An ``insert_many`` batch being assembled, possibly over several frames.
+
+    :meth:`add` checks each record's frame as it arrives (and ids repeated
+    within the batch); :meth:`finish` checks the whole batch against the
+    state and returns one ``BATCH`` effect, or raises without changing
+    anything: all or nothing.  The first error is kept, so a batch sent in
+    chunks fails as a whole at ``finish``.  O(k) to add k records, O(k) to
+    finish.
+    """
+
+    __slots__ = ("effects", "error", "key", "ns_list", "object_name", "seen", "table")
+
+    def __init__(self, table: object, object_name: object, ns: object) -> None:
+        self.table = _table("put_many", table)
+        self.object_name = str(object_name)
+        self.key = _ns(ns)
+        self.ns_list = list(self.key)
+        self.effects: list[PutEffect] = []
+        self.seen: set[str] = set()
+        self.error: StoreError | None = None
+
+    def matches(self, table: object, ns: object) -> bool:
+        return table == self.table and isinstance(ns, (list, tuple)) and tuple(ns) == self.key
+
+    def add(self, items: object) -> None:
+        """Check and keep a chunk of ``[id, created, packed, index_values]`` records."""
+        if self.error is not None:
+            return
+        if not isinstance(items, list):
+            self.error = _frame_error("put_many", "the records must be a list")
+            return
+        table, ns_list, seen, effects = self.table, self.ns_list, self.seen, self.effects
+        for item in items:
+            i = len(effects)
+            try:
+                record_id, created, packed, idx = _wire_record("put_many", item)
+            except InvalidRequest as exc:
+                self.error = InvalidRequest(
+                    f"records[{i}]: {exc.message} Nothing was inserted.", param=exc.param
+                )
+                return
+            if record_id in seen:
+                self.error = self._exists(i, record_id, " (twice in this batch)")
+                return
+            seen.add(record_id)
+            effects.append(PutEffect(PUT, table, ns_list, record_id, created, packed, idx))
+
+    def _exists(self, i: int, record_id: str, why: str) -> AlreadyExists:
+        return AlreadyExists(
+            f"records[{i}]: {self.object_name} '{record_id}' already exists in namespace "
+            f"{format_namespace(self.key)}{why}; nothing was inserted.",
+            param="id",
+        )
+
+    def finish(self, state: State) -> list[Any]:
+        """The batch's effect, or raise its first error. Pure: reads ``state`` only."""
+        if self.error is not None:
+            raise self.error
+        partition = state.partition(self.table, self.key)
+        if partition is not None:
+            records = partition.records
+            for i, effect in enumerate(self.effects):
+                if effect.id in records:
+                    raise self._exists(i, effect.id, "")
+        return [BATCH, self.effects]
+
+
+def _resolve_put_many(state: State, req: PutMany) -> list[Any]:
+    batch = BatchBuilder(req.table, req.object_name, req.ns)
+    batch.add(req.records)
+    return batch.finish(state)
+
+
+def _resolve_patch(state: State, req: Patch) -> PutEffect:
+    table = _table("patch", req.table)
+    key = _ns(req.ns)
+    record_id = check_id(req.id)
+    packed_changes, index_fields = req.changes, req.index_fields
+    if not isinstance(packed_changes, bytes):
+        raise _frame_error("patch", "the changes must be msgpack bytes")
+    if not isinstance(index_fields, list) or not all(isinstance(f, str) for f in index_fields):
+        raise _frame_error("patch", "index_fields must be a list of str")
+    current = state.get(table, key, record_id)
+    if current is None:
+        raise _not_found(str(req.object_name), record_id)
+    try:
+        changes = msgpack.unpackb(packed_changes)
+    except Exception:
+        raise _frame_error("patch", "the changes are not valid msgpack") from None
+    merged = apply_patch(record_id, msgpack.unpackb(current), changes)
+    # Both halves came out of msgpack (str keys only, values msgpack can carry),
+    # so the merge packs as it is: no second walk over the record.
+    packed = _packb(merged, use_bin_type=True)
+    created = merged.get("created")
+    created = created if type(created) is int else 0
+    return PutEffect(
+        PUT, table, list(key), record_id, created, packed, index_values(merged, tuple(index_fields))
+    )
+
+
+def apply_patch(record_id: str, current: dict[str, Any], changes: object) -> dict[str, Any]:
+    """``current`` with ``changes`` merged in, after checking them; the rules of ``patch``.
+
+    ``changes`` must be a dict; it may not change the id; a ``created`` in it
+    must be an int.  Nested dicts merge, other values replace
+    (:func:`~.records.merge_changes`).  Every backend's ``patch`` uses this.
+    """
+    if not isinstance(changes, dict):
+        raise InvalidRequest("Invalid changes: expected a dict.", param="changes")
+    if "id" in changes and changes["id"] != record_id:
+        raise InvalidRequest(
+            f"Invalid id: patch cannot change a record's id ({record_id!r} to {changes['id']!r}).",
+            param="id",
+        )
+    if "created" in changes:
+        check_created(changes["created"])
+    return merge_changes(current, changes)
+
+
+def _resolve_delete(state: State, req: Delete) -> DeleteEffect:
+    table = _table("delete", req.table)
+    key = _ns(req.ns)
+    record_id = check_id(req.id)
+    if state.get(table, key, record_id) is None:
+        raise _not_found(str(req.object_name), record_id)
+    return DeleteEffect(DELETE, table, list(key), record_id)
+
+
+def _resolve_clear_namespace(state: State, req: ClearNamespace) -> list[Any]:
+    return [CLEAR_NS, _optional_table("clear_namespace", req.table), list(_ns(req.ns))]
+
+
+def _resolve_clear(state: State, req: Clear) -> list[Any]:
+    return [CLEAR, _optional_table("clear", req.table)]
+
+
+_RESOLVERS: dict[type[Any], Any] = {
+    Put: _resolve_put,
+    PutMany: _resolve_put_many,
+    Patch: _resolve_patch,
+    Delete: _resolve_delete,
+    ClearNamespace: _resolve_clear_namespace,
+    Clear: _resolve_clear,
+}
+
+
+def write_request(op: str, fields: list[Any]) -> WriteRequest:
+    """The typed request for ``[op, *fields]``; :class:`InvalidRequest` when malformed. O(1)."""
+    kind = WRITE_REQUESTS.get(op)
+    if kind is None:
+        raise InvalidRequest(f"Unknown operation {op!r}.", param="request")
+    arity = len(kind._fields)
+    if len(fields) != arity:
+        raise _frame_error(op, f"expected {arity + 1} items, got {len(fields) + 1}")
+    return kind(*fields)  # type: ignore[no-any-return]
+
+
+def resolve(state: State, req: WriteRequest) -> Any:
+    """Turn a write request into the effect to log, or raise a :class:`StoreError`.
+
+    Pure: reads ``state``, never changes it.  O(log n) for single-record
+    requests, O(k log n) for a batch of k.
+    """
+    return _RESOLVERS[type(req)](state, req)
