@@ -120,3 +120,24 @@ def exports(stdout: str) -> dict[str, str]:
             key, _, value = line[len("export ") :].partition("=")
             found[key] = value
     return found
+
+
+#: Set by ``.ci/run``: a test that needs a system program fails instead of skipping.
+ENV_REQUIRE_PROGRAMS = "PAPERTIGER_REQUIRE_PROGRAMS"
+
+
+def need_program(name: str, install: str) -> str:
+    """The path of system program ``name``; skip the test (naming ``install``) when absent.
+
+    Under ``.ci/run`` (``PAPERTIGER_REQUIRE_PROGRAMS=1``) an absent program
+    fails the test instead, so CI never passes by skipping.
+    """
+    import pytest
+
+    path = shutil.which(name)
+    if path is None:
+        message = f"needs {name}: install it with '{install}'"
+        if os.environ.get(ENV_REQUIRE_PROGRAMS):
+            pytest.fail(f"{message} ({ENV_REQUIRE_PROGRAMS} is set)", pytrace=False)
+        pytest.skip(message)
+    return path
