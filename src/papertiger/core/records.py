@@ -12,8 +12,15 @@ few fields the indexes need (:func:`index_values`, dotted names reaching into
 nested dicts).  Nobody downstream decodes the record to store it: every
 backend keeps the packed bytes and the index values as they come from here.
 
+Checking and packing are one step (:func:`pack_value`): ormsgpack's compiled
+packer refuses every value the store refuses and packs the rest exactly as
+``msgpack.packb`` would, so a good record costs one call into C.  Only a
+refused record is walked in Python, to name the field at fault (or, for the
+few values only ormsgpack refuses, to pack them with msgpack).
+
 Every rejection is an :class:`~papertiger.errors.InvalidRequest` naming the
-field at fault; nothing is sent, so the store is unchanged.
+field at fault; nothing is sent, so the store is unchanged.  A record may nest
+dicts and lists :data:`MAX_DEPTH` levels deep.
 """
 
 from __future__ import annotations
@@ -22,15 +29,17 @@ import base64
 import os
 import string
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
 
 import msgpack
+import ormsgpack
 
 from ..errors import InvalidRequest
 
 __all__ = [
     "ID_ALPHABET",
+    "MAX_DEPTH",
     "PreparedRecord",
     "check_created",
     "check_id",
@@ -48,6 +57,16 @@ MAX_ID_LENGTH = 255
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 
 _packb = msgpack.packb
+_fast_packb = ormsgpack.packb
+#: ormsgpack packs dataclasses, datetimes, enums, UUIDs and 128-bit ints by default; the store
+#: carries none of them, so each is handed to ``default`` -- there is none: it raises.
+_FAST_OPTIONS = (
+    ormsgpack.OPT_PASSTHROUGH_BIG_INT
+    | ormsgpack.OPT_PASSTHROUGH_DATACLASS
+    | ormsgpack.OPT_PASSTHROUGH_DATETIME
+    | ormsgpack.OPT_PASSTHROUGH_ENUM
+    | ormsgpack.OPT_PASSTHROUGH_UUID
+)
 
 
 def generate_id(prefix: str) -> str:
@@ -68,94 +87,100 @@ def generate_id(prefix: str) -> str:
 # -- values -------------------------------------------------------------------
 
 
-_SCALARS = frozenset({str, int, float, bool, bytes, type(None)})
+#: How deeply dicts and lists may nest, the record itself counting as the first level.
+#: It is ormsgpack's own limit, so that the fast path (below) and the slow path agree.
+MAX_DEPTH = 255
+
+_BYTES = (bytes, bytearray, memoryview)
 
 
-def _keys_are_str(mapping: dict[Any, Any]) -> bool:
-    """True when every key in ``mapping`` and the containers below it is a str.
-
-    The fast path of validation: no paths are built; O(keys + items).  Any
-    value that is not a plain scalar, dict, list or tuple returns False and
-    leaves it to the slow path, which names the field at fault.
-    """
-    for key, value in mapping.items():
-        if key.__class__ is not str:
-            return False
-        cls = value.__class__
-        if cls in _SCALARS:
-            continue
-        if cls is dict:
-            if not _keys_are_str(value):
-                return False
-        elif cls is list or cls is tuple:
-            if not _items_keys_are_str(value):
-                return False
-        else:
-            return False
-    return True
-
-
-def _items_keys_are_str(items: list[Any] | tuple[Any, ...]) -> bool:
-    """:func:`_keys_are_str` for the items of a list or tuple."""
-    for value in items:
-        cls = value.__class__
-        if cls in _SCALARS:
-            continue
-        if cls is dict:
-            if not _keys_are_str(value):
-                return False
-        elif cls is list or cls is tuple:
-            if not _items_keys_are_str(value):
-                return False
-        else:
-            return False
-    return True
-
-
-def _find_unpackable(value: Any, path: str) -> tuple[str, str] | None:
-    """The first field msgpack cannot carry, as ``(path, what)``; None when all can."""
-    if value is None or isinstance(value, (bool, float, bytes)):
+def _fault(value: Any) -> str | None:
+    """Why msgpack cannot carry the scalar ``value`` (None when it can); ``""`` for containers."""
+    if value is None or isinstance(value, (bool, float, *_BYTES, msgpack.ExtType)):
         return None
     if isinstance(value, str):
-        try:
-            value.encode()
-        except UnicodeEncodeError:
-            return path, "a str holding a lone surrogate (not valid UTF-8)"
+        if not value.isascii():
+            try:
+                value.encode()
+            except UnicodeEncodeError:
+                return "a str holding a lone surrogate (not valid UTF-8)"
         return None
     if isinstance(value, int):
         if _INT_MIN <= value <= _INT_MAX:
             return None
-        return path, f"an integer outside msgpack's range ({value})"
+        return f"an integer outside msgpack's range ({value})"
     if isinstance(value, Mapping):
         if not isinstance(value, dict):  # msgpack packs dicts only
-            return path, f"a mapping of type {type(value).__name__} (not a dict)"
+            return f"a mapping of type {type(value).__name__} (not a dict)"
+        return ""
+    if isinstance(value, (list, tuple)):
+        return ""
+    return f"a value of type {type(value).__name__}"
+
+
+def _children(value: Any, path: str) -> Iterator[tuple[str, Any, str | None]]:
+    """``(path, item, fault)`` for each item of a dict or list; a bad key is a fault."""
+    if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
-                return path, f"a mapping with the {type(key).__name__} key {key!r}"
-            if _find_unpackable(key, path):
-                return path, f"a mapping with the key {key!r}, a str that is not valid UTF-8"
-            found = _find_unpackable(item, f"{path}.{key}" if path else key)
-            if found:
-                return found
-        return None
-    if isinstance(value, (list, tuple)):
+                yield path, None, f"a mapping with the {type(key).__name__} key {key!r}"
+            elif _fault(key) is not None:
+                yield path, None, f"a mapping with the key {key!r}, a str that is not valid UTF-8"
+            else:
+                yield (f"{path}.{key}" if path else key), item, None
+    else:
         for i, item in enumerate(value):
-            found = _find_unpackable(item, f"{path}[{i}]")
-            if found:
-                return found
-        return None
-    return path, f"a value of type {type(value).__name__}"
+            yield f"{path}[{i}]", item, None
+
+
+def _find_unpackable(value: Any, path: str) -> tuple[str, str] | None:
+    """The first field msgpack cannot carry, as ``(path, what)``; None when all can.
+
+    Depth first, in the order msgpack would pack, with an explicit stack (so any
+    depth is safe to walk).  O(size of the value).
+    """
+    stack: list[Iterator[tuple[str, Any, str | None]]] = []
+    while True:
+        fault = _fault(value)
+        if fault == "":
+            if len(stack) >= MAX_DEPTH:
+                return path, (
+                    f"a dict or list nested more than {MAX_DEPTH} levels deep (the limit, "
+                    "counting the record itself)"
+                )
+            stack.append(_children(value, path))
+        elif fault is not None:
+            return path, fault
+        while stack:
+            step = next(stack[-1], None)
+            if step is None:
+                stack.pop()
+                continue
+            path, value, fault = step
+            if fault is not None:
+                return path, fault
+            break
+        else:
+            return None
 
 
 def pack_value(value: Any, param: str) -> bytes:
     """msgpack ``value``, or raise :class:`InvalidRequest` naming the field at fault.
 
-    One pass over the containers (every key must be a str) plus ``packb``:
-    O(size of the value).  Paths are only worked out when something is wrong.
+    The fast path is one call into ormsgpack's compiled packer, which refuses
+    everything the store refuses (a non-str key, an int outside 64 bits, a lone
+    surrogate, a type msgpack has no form for, nesting deeper than
+    :data:`MAX_DEPTH`) and packs the rest byte for byte as ``msgpack.packb``
+    does.  Only when it refuses does the slow path walk the value in Python to
+    name the field at fault -- or, for what only ormsgpack refuses (subclasses of
+    tuple or float, enums of int or str, str subclasses as keys), pack it with
+    msgpack.  Bytes-like values (``bytearray``, ``memoryview``) are stored as
+    bytes, as both packers store them.  (ormsgpack's own ``Ext`` and
+    ``Fragment`` values are packed as ormsgpack packs them; only a caller that
+    builds them with ormsgpack meets them.)  O(size of the value).
     """
     try:
-        if value.__class__ is dict and _keys_are_str(value):
-            return _packb(value, use_bin_type=True)  # type: ignore[no-any-return]
+        return _fast_packb(value, option=_FAST_OPTIONS)
     except (TypeError, ValueError, OverflowError):
         pass
     base = "" if param == "record" else param
