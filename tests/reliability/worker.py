@@ -116,6 +116,8 @@ def linear(cfg: dict[str, Any]) -> None:
         wait_for("go")
         n = 0
         for i in range(cfg["ops"]):
+            if cfg.get("until_stop") and i % 64 == 63 and stdin_has("stop"):
+                break
             if cfg.get("lag") and i % 250 == 249:
                 time.sleep(cfg["lag"])  # fall behind: others' writes retire our segment
             key = rng.choice(keys)

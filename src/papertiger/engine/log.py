@@ -27,7 +27,9 @@ then the msgpack snapshot of the whole state after ``ckpt_seq``; the two
 numbers say where the log continues.
 
 **Publication**: an entry (and any end marker) is written in full, *then*
-``head`` is advanced, with one 8-byte store.  A reader reads ``head`` and
+``head`` is advanced, with one 8-byte store.  The manager may append a group of
+entries first and advance ``head`` once (group commit): readers see all of the
+group or none of it.  A reader reads ``head`` and
 applies entries up to it, so it never reads a half-written entry; the
 leading and trailing seq let it verify what it read anyway.
 
@@ -224,8 +226,13 @@ class LogWriter:
         return seg
 
     # -- appending ---------------------------------------------------------------
-    def append(self, payload: bytes) -> int:
-        """Write one entry and publish it; returns its seq."""
+    def append(self, payload: bytes, *, publish: bool = True) -> int:
+        """Write one entry and, unless ``publish`` is false, publish it; returns its seq.
+
+        With ``publish=False`` the entry is written but readers do not see it
+        until :meth:`publish`: a group of entries appended that way becomes
+        visible at once.  O(len(payload)).
+        """
         length = len(payload)
         need = ENTRY_HEAD_SIZE + _padded(length) + 8
         seq = self.seq + 1
@@ -243,8 +250,15 @@ class LogWriter:
             self._write_entry(seg.buf, off, seq, payload, length)
             self.offset = off + need
         self.seq = seq
-        U64.pack_into(self.cbuf, OFF_HEAD, seq)  # publication
+        if publish:
+            U64.pack_into(self.cbuf, OFF_HEAD, seq)  # publication
         self.bytes_since_checkpoint += need
+        return seq
+
+    def publish(self) -> int:
+        """Publish every entry appended so far (one 8-byte store of ``head``); returns it. O(1)."""
+        seq = self.seq
+        U64.pack_into(self.cbuf, OFF_HEAD, seq)
         return seq
 
     def checkpoint_if_due(self) -> bool:

@@ -5,16 +5,25 @@ Theory of operation
 The manager owns the authoritative :class:`~papertiger.state.State` and the
 :class:`~.log.LogWriter`.  Its main loop is single-threaded, like the
 GenServer it ports: it waits on every client connection at once and handles
-requests in arrival order.  For a write it
+requests in arrival order.
 
-1. resolves the request into an effect (:func:`papertiger.commands.resolve`;
-   a rejected request changes nothing and gets an error reply),
-2. appends the effect to the log in shared memory and publishes it,
-3. applies it to its own state, then
-4. replies ``[OK, seq, result]``.
+**Group commit.**  Each wake-up takes one request from every connection that
+has one ready (a *group*: none of them has been answered, so they are
+concurrent and any order is one they could have arrived in; they are taken in
+the order ``poll`` reports them).  For each write, in that order, it
 
-So when a client sees the reply, every reader that looks at the log sees the
-effect.  Reads never come here.
+1. resolves the request into an effect against the state as the writes before
+   it in the group left it (:func:`papertiger.core.resolve.resolve`; a
+   rejected request changes nothing and its caller alone gets an error reply),
+2. appends the effect to the log in shared memory, unpublished, and
+3. applies it to its own state.
+
+Then it publishes the whole group with one store of the log's head, writes a
+checkpoint if one is due, and only then sends every reply (``[OK, seq,
+result]`` or the error).  So when a client sees its reply, every reader that
+looks at the log sees the effect; and a reader sees all of a group or none of
+it.  One writer alone makes groups of one: the same work as before, in the
+same order.  Reads never come here.
 
 A separate thread only accepts connections (including the authkey
 handshake, so a slow or hostile client cannot stall the loop) and hands
@@ -69,6 +78,9 @@ log = logging.getLogger("papertiger.manager")
 
 SOCKET_NAME = "store.sock"
 CLIENT_IO_TIMEOUT = 2.0
+
+#: packs the effects the manager logs (one Packer, reused: the loop is single-threaded)
+_packb = msgpack.Packer(use_bin_type=True).pack
 
 
 class ManagerConfig:
@@ -144,6 +156,12 @@ class Manager:
         self.staged: dict[tuple[int, str], BatchBuilder] = {}
         self.refused = 0
         self.requests = 0
+        #: replies of the current group, sent once it is published
+        self._replies: list[tuple[Any, bytes]] = []
+        self._unpublished = 0
+        self.groups = 0
+        self.group_writes = 0
+        self.largest_group = 0
         self._new_conns: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._wake_r, self._wake_w = os.pipe()
         self._poller = select.poll()
@@ -216,6 +234,9 @@ class Manager:
             "uptime": time.time() - self.started,
             "clients": len(self.conns),
             "requests": self.requests,
+            "groups": self.groups,
+            "group_writes": self.group_writes,
+            "largest_group": self.largest_group,
             "refused_clients": self.refused,
             "tables": tables,
             "log": self.writer.stats(),
@@ -280,10 +301,14 @@ class Manager:
         owner_fd = _pidfd(owner) if owner else None
         if owner_fd is not None:
             self._poller.register(owner_fd, select.POLLIN)
+        by_fd = self._by_fd
         try:
             while not self.stopping:
                 for fd, _ in self._poller.poll(500):
-                    if fd == self._wake_r:
+                    conn = by_fd.get(fd)
+                    if conn is not None:
+                        self._handle(conn)  # one request of the group (module doc)
+                    elif fd == self._wake_r:
                         self._take_new_conns()
                     elif fd == watch:
                         if not os.read(watch, 4096):
@@ -292,12 +317,9 @@ class Manager:
                     elif fd == owner_fd:
                         log.info("owner (pid %s) exited: stopping", owner)
                         self.stopping = True
-                    else:
-                        conn = self._by_fd.get(fd)
-                        if conn is not None:
-                            self._handle(conn)
                     if self.stopping:
                         break
+                self._commit_group()
                 self.writer.poll_checkpoint()  # publish a background checkpoint once written
                 for hook in self.on_tick:
                     hook(self)
@@ -361,10 +383,36 @@ class Manager:
             self._send(waiter, encode_ok(self.writer.seq, message))
 
     def _send(self, conn: Any, frame: bytes) -> None:
-        try:
-            conn.send_bytes(frame)
-        except OSError:
-            self._drop(conn)
+        """Queue a reply: it goes out once the current group is published."""
+        self._replies.append((conn, frame))
+
+    def _commit_group(self) -> None:
+        """Publish the group's entries (one head store), then send every queued reply."""
+        self._publish_pending()
+        replies = self._replies
+        while replies:
+            self._replies = []
+            for conn, frame in replies:
+                try:
+                    conn.send_bytes(frame)
+                except OSError:
+                    self._drop(conn)  # may queue hand-overs to waiters: sent by the next pass
+            replies = self._replies
+
+    def _publish_pending(self) -> None:
+        """Publish what was appended since the last publication; checkpoint if due. O(1)."""
+        count = self._unpublished
+        if not count:
+            return
+        self._unpublished = 0
+        self.writer.publish()
+        self.groups += 1
+        self.group_writes += count
+        self.largest_group = max(self.largest_group, count)
+        self.writer.checkpoint_if_due()  # after apply and publish: it covers every entry
+        for hook in self.on_write:
+            for _ in range(count):
+                hook(self)
 
     # -- requests ---------------------------------------------------------------
     def _handle(self, conn: Any) -> None:
@@ -400,12 +448,12 @@ class Manager:
         return handler(self, conn, fields)
 
     def _publish(self, effect: Any) -> int:
-        payload = msgpack.packb(effect, use_bin_type=True)
-        seq = self.writer.append(payload)  # may raise StoreError (/dev/shm full): nothing changed
+        """Log and apply ``effect``; readers see it when the group is published."""
+        payload = _packb(effect)
+        # may raise StoreError (/dev/shm full): nothing of this effect was logged or applied
+        seq = self.writer.append(payload, publish=False)
         self.state.apply(effect)
-        self.writer.checkpoint_if_due()  # after apply: the checkpoint must include this effect
-        for hook in self.on_write:
-            hook(self)
+        self._unpublished += 1
         return seq
 
     # -- non-write operations ------------------------------------------------------
@@ -419,6 +467,7 @@ class Manager:
         return encode_ok(self.writer.seq, self.stats())
 
     def _op_checkpoint(self, conn: Any, fields: list[Any]) -> bytes:
+        self._publish_pending()  # a checkpoint covers published entries only
         self.writer.write_checkpoint()
         return encode_ok(self.writer.seq, None)
 
