@@ -6,17 +6,25 @@ client; threads take turns under a lock).  Reads go to the :class:`Replica`.
 A write never hangs on a dead manager: the reply is awaited in slices of
 :data:`LIVENESS_INTERVAL` seconds and, between slices, the manager's pid is
 checked; a closed socket or a dead manager raises :class:`StoreUnavailable`.
+
+A reply is read with one ``read`` system call (the socket's receive timeout
+is the slice), not a ``poll`` and two ``read`` calls as
+``Connection.recv_bytes`` would: one request is in flight per connection, so
+whatever arrives is that reply.  Frames keep ``multiprocess.connection``'s
+format (a 4-byte big-endian length, then the bytes).
 """
 
 from __future__ import annotations
 
 import os
-import select
+import socket
+import struct
 import threading
 from collections.abc import Iterable
 from typing import Any
 
 import msgpack
+import ormsgpack
 from multiprocess import connection as mpc
 
 from ..errors import InvalidRequest, StoreUnavailable
@@ -28,7 +36,18 @@ from .shm import pid_alive
 __all__ = ["Channel", "Client"]
 
 LIVENESS_INTERVAL = 0.25
-LIVENESS_MS = int(LIVENESS_INTERVAL * 1000)
+#: bytes asked for by the first read of a reply (most replies are a few bytes)
+FIRST_READ = 64 * 1024
+_LENGTH = struct.Struct("!i")
+_LONG_LENGTH = struct.Struct("!Q")
+
+
+def encode_frame(req: list[Any]) -> bytes:
+    """msgpack of a request frame; ormsgpack's packer first (the same bytes, faster)."""
+    try:
+        return ormsgpack.packb(req)
+    except TypeError:  # a namedtuple, say: msgpack packs it as a list
+        return msgpack.packb(req, use_bin_type=True)  # type: ignore[no-any-return]
 
 
 class Channel:
@@ -52,13 +71,21 @@ class Channel:
                 "papertiger.serve() or 'papertiger daemon start', or unset PAPERTIGER_ADDRESS."
             ) from None
         self.manager_pid = manager_pid
-        self._poller = select.poll()
-        self._poller.register(self.conn.fileno(), select.POLLIN)
+        self._fd = self.conn.fileno()
+        sock = socket.socket(fileno=self._fd)
+        try:  # a blocking read returns (EAGAIN) after one liveness slice
+            seconds = int(LIVENESS_INTERVAL)
+            micros = int((LIVENESS_INTERVAL - seconds) * 1e6)
+            sock.setsockopt(
+                socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", seconds, micros)
+            )
+        finally:
+            sock.detach()
 
     def request(self, req: list[Any]) -> tuple[int, Any]:
         """Send one request, wait for its reply; ``(seq, result)`` or raise its error."""
         try:
-            frame = msgpack.packb(req, use_bin_type=True)
+            frame = encode_frame(req)
         except (TypeError, ValueError, OverflowError) as exc:  # e.g. a lone surrogate
             raise InvalidRequest(
                 f"Invalid request: it cannot be encoded ({exc}); use str, int, float, bool, "
@@ -82,31 +109,60 @@ class Channel:
         overlaps the manager's work on the previous one.  If producing a frame
         raises, ``abort`` is sent instead of ``final`` and the error propagates.
         """
-        packb = msgpack.packb
         with self.lock:
             try:
                 try:
                     for req in frames:
-                        self.conn.send_bytes(packb(req, use_bin_type=True))
+                        self.conn.send_bytes(encode_frame(req))
                 except (EOFError, OSError):
                     raise
                 except BaseException:
-                    self.conn.send_bytes(packb(abort, use_bin_type=True))
+                    self.conn.send_bytes(encode_frame(abort))
                     raise
-                self.conn.send_bytes(packb(final, use_bin_type=True))
+                self.conn.send_bytes(encode_frame(final))
                 reply = self._await_reply()
             except (EOFError, OSError) as exc:
                 raise self._lost(exc) from None
         return decode_reply(reply)
 
     def _await_reply(self) -> bytes:
-        while not self._poller.poll(LIVENESS_MS):
-            if self.manager_pid and not pid_alive(self.manager_pid):
-                raise StoreUnavailable(
-                    f"the papertiger manager (pid {self.manager_pid}) died; "
-                    "the write was not acknowledged."
-                )
-        return bytes(self.conn.recv_bytes())
+        """The reply's bytes: usually one ``read``; more only for a long reply."""
+        data = self._read(FIRST_READ)
+        while len(data) < 4:
+            data += self._read(4 - len(data))
+        (size,) = _LENGTH.unpack_from(data)
+        start = 4
+        if size == -1:  # a frame over 2 GB: an 8-byte length follows
+            while len(data) < 12:
+                data += self._read(12 - len(data))
+            (size,) = _LONG_LENGTH.unpack_from(data, 4)
+            start = 12
+        end = start + size
+        if len(data) < end:
+            parts = [data]
+            have = len(data)
+            while have < end:
+                chunk = self._read(end - have)
+                parts.append(chunk)
+                have += len(chunk)
+            data = b"".join(parts)
+        return data[start:end]
+
+    def _read(self, size: int) -> bytes:
+        """Up to ``size`` bytes; waits in liveness slices; EOFError when the manager closed."""
+        while True:
+            try:
+                chunk = os.read(self._fd, size)
+            except BlockingIOError:  # the receive timeout: one slice passed
+                if self.manager_pid and not pid_alive(self.manager_pid):
+                    raise StoreUnavailable(
+                        f"the papertiger manager (pid {self.manager_pid}) died; "
+                        "the write was not acknowledged."
+                    ) from None
+                continue
+            if not chunk:
+                raise EOFError
+            return chunk
 
     def _lost(self, exc: BaseException) -> StoreUnavailable:
         if isinstance(exc, StoreUnavailable):
