@@ -37,6 +37,7 @@ TINY = [
     "--repeats", "2",
     "--sample-ms", "2",
     "--readers", "1,2",
+    "--writers", "1,2",
     "--scaling-seconds", "0.05",
     "--catchup-effects", "50",
     "--batch", "50",
@@ -150,6 +151,11 @@ def test_bench_smoke(tmp_path: Path) -> None:
     statuses = {t["status"] for t in raw["targets"]}
     assert statuses <= {"met", "missed", "skipped"}
     assert {"papertiger", "floor", "manager"} <= set(raw["scaling"]["ops_per_s"])
+    writers = raw["writers"]["inserts_per_s"]
+    assert {"papertiger", "manager"} <= set(writers)
+    assert all(writers[s]["1"] > 0 and writers[s]["2"] > 0 for s in writers)
+    assert ("redis" in writers) == _redis_expected()
+    assert "Write throughput by writer processes" in proc.stdout
     assert raw["memory"]["replica"]["records"] > 0
     assert raw["memory_ratios"]["replica"]["rss"] > 0
 

@@ -1,9 +1,10 @@
 """The PNG: the run's figures as one picture a person would rather read than the tables.
 
-Four panels: the cost of every operation side by side (log scale; papertiger
+Five panels: the cost of every operation side by side (log scale; papertiger
 and each peer in their own colour, the floor a black bar across each
-group); read throughput by reader processes; cost by namespace size
-relative to the smallest; memory per byte held.
+group); read throughput by reader processes; write throughput by writer
+processes; cost by namespace size relative to the smallest; memory per byte
+held.
 """
 
 from __future__ import annotations
@@ -152,6 +153,30 @@ def _scaling(ax: Any, raw: dict[str, Any]) -> None:
     ax.grid(color="#eeeeee")
 
 
+def _writers(ax: Any, raw: dict[str, Any]) -> None:
+    from matplotlib.ticker import FuncFormatter
+
+    writers = raw.get("writers") or {}
+    counts = writers.get("writers", [])
+    found = writers.get("inserts_per_s", {})
+    for system in [s for s in ("papertiger", "manager", "redis") if s in found]:
+        ax.plot(
+            counts,
+            [found[system][str(k)] for k in counts],
+            marker="o",
+            color=COLOURS[system],
+            label=NAMES[system] + (" SET" if system == "redis" else ""),
+        )
+    ax.set_ylim(bottom=0)
+    ax.yaxis.set_major_formatter(FuncFormatter(_thousands))
+    ax.set_xticks(counts)
+    ax.set_xlabel("writer processes")
+    ax.set_ylabel("total inserts/s, all writers")
+    ax.set_title("Write throughput by writer processes", fontsize=10)
+    ax.legend(fontsize=7, frameon=False)
+    ax.grid(color="#eeeeee")
+
+
 def _growth(ax: Any, raw: dict[str, Any]) -> None:
     sizes = sorted(raw.get("sizes", []))
     highest = 0.0
@@ -231,12 +256,13 @@ def draw(raw: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig = plt.figure(figsize=(15, 9.5), dpi=100)
-    grid = fig.add_gridspec(2, 3, height_ratios=[1.25, 1], hspace=0.32, wspace=0.28)
+    fig = plt.figure(figsize=(19, 9.5), dpi=100)
+    grid = fig.add_gridspec(2, 4, height_ratios=[1.25, 1], hspace=0.32, wspace=0.28)
     _operations(fig.add_subplot(grid[0, :]), raw)
     _scaling(fig.add_subplot(grid[1, 0]), raw)
-    _growth(fig.add_subplot(grid[1, 1]), raw)
-    _memory(fig.add_subplot(grid[1, 2]), raw)
+    _writers(fig.add_subplot(grid[1, 1]), raw)
+    _growth(fig.add_subplot(grid[1, 2]), raw)
+    _memory(fig.add_subplot(grid[1, 3]), raw)
     load = raw.get("machine", {}).get("load_note")
     fig.suptitle(
         f"papertiger bench ({raw['plan']['name']}), {raw.get('date', '')}: {machine_line(raw)}"

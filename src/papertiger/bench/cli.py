@@ -61,6 +61,7 @@ def register(subparsers: Any) -> None:
     knobs.add_argument("--repeats", type=int, help="timed samples per case")
     knobs.add_argument("--sample-ms", type=float, help="target duration of one sample (ms)")
     knobs.add_argument("--readers", type=_ints, help="reader-process counts, e.g. 1,2,4")
+    knobs.add_argument("--writers", type=_ints, help="writer-process counts (1,2,4,8)")
     knobs.add_argument("--scaling-seconds", type=float, help="duration of one scaling round")
     knobs.add_argument("--batch", type=int, help="records per insert_many call (1000)")
     knobs.add_argument("--catchup-effects", type=int, help="effects per catch-up sample")
@@ -102,6 +103,7 @@ def _main(args: argparse.Namespace) -> int:
         slow_repeats=slow,
         sample_seconds=None if args.sample_ms is None else args.sample_ms / 1000,
         readers=args.readers,
+        writers=args.writers,
         scaling_seconds=args.scaling_seconds,
         scaling_repeats=None if args.repeats is None else max(1, min(args.repeats, 5)),
         batch=args.batch,

@@ -44,6 +44,8 @@ class Plan:
     slow_repeats: int = 5
     #: reader-process counts of the scaling runs
     readers: tuple[int, ...] = field(default_factory=_default_readers)
+    #: writer-process counts of the write scaling runs (:mod:`.writers`)
+    writers: tuple[int, ...] = (1, 2, 4, 8)
     #: how long each scaling round reads
     scaling_seconds: float = 0.5
     #: rounds per (system, reader count) in the scaling runs
@@ -76,6 +78,8 @@ class Plan:
             raise ValueError("repeats and slow_repeats must be at least 2, scaling_repeats 1.")
         if not self.readers or min(self.readers) < 1:
             raise ValueError(f"reader counts must be at least 1, got {self.readers}.")
+        if not self.writers or min(self.writers) < 1:
+            raise ValueError(f"writer counts must be at least 1, got {self.writers}.")
         if self.batch < 1 or self.catchup_effects < 1:
             raise ValueError("batch and catchup_effects must be at least 1.")
         if self.sample_seconds <= 0 or self.scaling_seconds <= 0:

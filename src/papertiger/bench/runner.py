@@ -12,7 +12,8 @@ Theory of operation
 2. the measuring worker (:func:`~.workloads.worker_main`, spawned), whose
    progress messages drive the progress bar and whose last message is the
    samples;
-3. the reader pool of the scaling runs (:func:`~.scaling.run_scaling`).
+3. the reader pool of the scaling runs (:func:`~.scaling.run_scaling`);
+4. the writer pool of the write scaling runs (:func:`~.writers.run_writer_scaling`).
 
 Then it stops them all and writes the outputs (:mod:`.report`,
 :mod:`.chart`).  On Ctrl-C every process of the run receives SIGINT; the
@@ -171,6 +172,7 @@ def _measure(plan: Plan, out: Path, bar: ProgressBar) -> dict[str, Any]:
 
     from .peers import RedisServer, redis_unavailable, start_manager
     from .scaling import run_scaling
+    from .writers import run_writer_scaling
 
     ctx = multiprocessing.get_context("spawn")
     raw: dict[str, Any] = {"systems": {}, "notes": []}
@@ -244,6 +246,15 @@ def _measure(plan: Plan, out: Path, bar: ProgressBar) -> dict[str, Any]:
             bar.update,
         )
         raw.pop("main_ids", None)
+        raw["writers"] = run_writer_scaling(
+            ctx,
+            plan.writers,
+            plan.scaling_seconds,
+            plan.scaling_repeats,
+            mdicts[1],
+            redis_socket,
+            bar.update,
+        )
         del mdicts
     return raw
 
