@@ -270,12 +270,18 @@ def index_values(record: Mapping[str, Any], fields: tuple[str, ...]) -> dict[str
     {'customer_details.email': 'a@b'}
     """
     found: dict[str, Any] | None = None
+    get = record.get
     for name in fields:
-        value = index_value(field_value(record, name))
-        if value is not None:
-            if found is None:
-                found = {}
-            found[name] = value
+        value = field_value(record, name) if "." in name else get(name)
+        if value is None:
+            continue
+        if value.__class__ is not str:
+            value = index_value(value)
+            if value is None:
+                continue
+        if found is None:
+            found = {}
+        found[name] = value
     return found
 
 
@@ -333,7 +339,7 @@ def prepare_record(
     >>> p.id[:3], p.created, p.index_values, p.record["object"]
     ('cs_', 7, {'customer': 'cus_1'}, 'checkout.session')
     """
-    if not isinstance(record, Mapping):
+    if record.__class__ is not dict and not isinstance(record, Mapping):
         raise InvalidRequest(
             f"Invalid record: expected a dict, got {type(record).__name__}.", param="record"
         )

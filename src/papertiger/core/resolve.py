@@ -32,7 +32,15 @@ import msgpack
 
 from ..errors import AlreadyExists, InvalidRequest, NotFound, StoreError
 from ..namespace import Namespace, format_namespace, normalize_namespace
-from .records import check_created, check_id, index_values, merge_changes
+from .records import (
+    _INT_MAX,
+    _INT_MIN,
+    MAX_ID_LENGTH,
+    check_created,
+    check_id,
+    index_values,
+    merge_changes,
+)
 from .state import BATCH, CLEAR, CLEAR_NS, DELETE, PUT, DeleteEffect, PutEffect, State
 
 __all__ = [
@@ -135,6 +143,36 @@ def _ns(value: object) -> Namespace:
 
 
 def _wire_record(op: str, item: object) -> tuple[str, int, bytes, dict[str, Any] | None]:
+    """``item`` checked as ``[id, created, packed, index_values]``. O(index values).
+
+    The common case (what :func:`~.records.prepare_record` sends) is checked in
+    a few comparisons; anything else takes the checks that name the fault.
+    """
+    if item.__class__ is list and len(item) == 4:  # type: ignore[arg-type]
+        record_id, created, packed, idx = item  # type: ignore[misc]
+        if (
+            record_id.__class__ is str
+            and 0 < len(record_id) <= MAX_ID_LENGTH
+            and record_id.isascii()
+            and created.__class__ is int
+            and _INT_MIN <= created <= _INT_MAX
+            and packed.__class__ is bytes
+            and packed
+            and (0x80 <= packed[0] <= 0x8F or packed[0] == 0xDE or packed[0] == 0xDF)
+        ):
+            if idx is None:
+                return record_id, created, packed, None
+            if idx.__class__ is dict and idx:
+                for k, v in idx.items():
+                    kind = v.__class__
+                    if k.__class__ is not str or (kind is not str and kind is not int):
+                        break
+                else:
+                    return record_id, created, packed, idx
+    return _wire_record_checked(op, item)
+
+
+def _wire_record_checked(op: str, item: object) -> tuple[str, int, bytes, dict[str, Any] | None]:
     if not isinstance(item, (list, tuple)) or len(item) != 4:
         raise _frame_error(op, "a record must be [id, created, packed, index_values]")
     record_id, created, packed, idx = item
