@@ -15,6 +15,8 @@ import signal
 import time
 from typing import Any
 
+import msgpack
+
 import papertiger
 from papertiger.engine import protocol
 from papertiger.engine.client import Channel
@@ -136,3 +138,30 @@ def test_groups_apply_each_write_alone_and_publish_at_once(pool: Pool) -> None:
     half = [op for op in reads for first, last in spans if first <= op.seq < last]
     assert half == [], f"reads answered inside a group: {half[:3]}"
     assert check_register_history(history) == []
+
+
+def test_entries_appended_unpublished_are_invisible_until_published() -> None:
+    """LogWriter.append(publish=False) writes; publish() makes the group visible at once,
+    across a segment switch too."""
+    from papertiger.core.state import State
+    from papertiger.engine.log import LogReader, LogWriter, new_prefix
+
+    state = State()
+    writer = LogWriter(new_prefix(), segment_bytes=4096, snapshot=state.snapshot)
+    try:
+        reader = LogReader(writer.control_name)
+        try:
+            seq, _ = reader.load_checkpoint()
+            payloads = [msgpack.packb(b"x" * (700 + i)) for i in range(12)]  # > one segment
+            appended = [writer.append(p, publish=False) for p in payloads]
+            assert appended == list(range(1, 13)) and writer.number >= 1
+            assert reader.control.head == 0
+            seen: list[Any] = []
+            assert reader.follow(seq, reader.control.head, seen.append) == 0 and seen == []
+            assert writer.publish() == 12 and reader.control.head == 12
+            assert reader.follow(seq, reader.control.head, seen.append) == 12
+            assert seen == [b"x" * (700 + i) for i in range(12)]
+        finally:
+            reader.close()
+    finally:
+        writer.close()
