@@ -94,6 +94,8 @@ CLIENT_IO_TIMEOUT = 2.0
 _packb = msgpack.Packer(use_bin_type=True).pack
 #: writes between two ``gc.freeze()`` calls (see the module doc)
 FREEZE_EVERY = 256
+#: bytes asked for by one read of a connection
+READ_BYTES = 256 * 1024
 
 
 class ManagerConfig:
@@ -175,6 +177,11 @@ class Manager:
         #: effects logged but not yet applied to ``state`` (see _publish)
         self._unapplied: list[Any] = []
         self._unfrozen = 0
+        #: where requests are read (one readv per ready connection), and the start of a
+        #: frame not yet whole, per connection
+        self._rbuf = bytearray(READ_BYTES)
+        self._rview = memoryview(self._rbuf)
+        self._partial: dict[Any, bytearray] = {}
         self.groups = 0
         self.group_writes = 0
         self.largest_group = 0
@@ -392,6 +399,7 @@ class Manager:
             conn.close()
         except OSError:
             pass
+        self._partial.pop(conn, None)
         for staged in [k for k in self.staged if k[0] == id(conn)]:
             del self.staged[staged]
         for waiter, message in self.claims.drop(conn):
@@ -454,11 +462,51 @@ class Manager:
 
     # -- requests ---------------------------------------------------------------
     def _handle(self, conn: Any) -> None:
+        """Read what ``conn`` sent (one ``readv``) and handle every whole frame in it, in order.
+
+        Frames keep ``multiprocess.connection``'s format (a 4-byte big-endian
+        length, or -1 and an 8-byte length, then the bytes); the bytes of a
+        frame not yet whole wait in ``_partial`` for the next read.  A client
+        that stops mid-frame stalls nobody: the loop never waits for it.
+        """
         try:
-            frame = conn.recv_bytes()
-        except (EOFError, OSError):
+            n = os.readv(conn.fileno(), [self._rbuf])
+        except BlockingIOError:
+            return
+        except OSError:
             self._drop(conn)
             return
+        if n == 0:
+            self._drop(conn)
+            return
+        partial = self._partial.pop(conn, None)
+        if partial is None:
+            data = self._rview[:n]
+        else:
+            partial += self._rview[:n]
+            data = memoryview(partial)
+        pos, end = 0, len(data)
+        while end - pos >= 4:
+            size = int.from_bytes(data[pos : pos + 4], "big", signed=True)
+            start = pos + 4
+            if size == -1:
+                if end - start < 8:
+                    break
+                size = int.from_bytes(data[start : start + 8], "big")
+                start += 8
+            elif size < 0:
+                log.debug("dropping a client: a frame of length %d", size)
+                self._drop(conn)
+                return
+            if end - start < size:
+                break
+            pos = start + size
+            self._handle_frame(conn, data[start:pos])
+        if pos < end:
+            self._partial[conn] = bytearray(data[pos:end])
+        del data
+
+    def _handle_frame(self, conn: Any, frame: memoryview) -> None:
         self.requests += 1
         try:
             op, fields = protocol.decode_request(frame)

@@ -101,7 +101,7 @@ def encode_request(frame: list[Any]) -> bytes:
     return _packb(frame)
 
 
-def decode_request(frame: bytes) -> tuple[str, list[Any]]:
+def decode_request(frame: bytes | memoryview) -> tuple[str, list[Any]]:
     """``(op, fields)`` of a request frame; :class:`InvalidRequest` when it is not one."""
     req = msgpack.unpackb(frame)
     if not isinstance(req, list) or not req or not isinstance(req[0], str):
