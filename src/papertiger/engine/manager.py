@@ -7,10 +7,12 @@ The manager owns the authoritative :class:`~papertiger.state.State` and the
 GenServer it ports: it waits on every client connection at once and handles
 requests in arrival order.
 
-**Group commit.**  Each wake-up takes one request from every connection that
-has one ready (a *group*: none of them has been answered, so they are
-concurrent and any order is one they could have arrived in; they are taken in
-the order ``poll`` reports them).  For each write, in that order, it
+**Group commit.**  Each wake-up reads every connection that has something
+ready (one ``readv`` each) and takes every whole request in it: a *group*.
+None of them has been answered, so they are concurrent and any order is one
+they could have arrived in; they are taken in the order ``poll`` reports the
+connections, and in the order each connection sent them.  For each write, in
+that order, it
 
 1. resolves the request into an effect against the state as the writes before
    it in the group left it (:func:`papertiger.core.resolve.resolve`; a
@@ -21,7 +23,10 @@ the order ``poll`` reports them).  For each write, in that order, it
 Then it publishes the whole group with one store of the log's head, sends
 every reply (``[OK, seq, result]`` or the error), and only then applies the
 group's last effect to its own state and writes a checkpoint if one is due:
-that work is off the writers' critical path.
+that work is off the writers' critical path.  So when a client sees its
+reply, every reader that looks at the log sees the effect; and a reader sees
+all of a group or none of it.  One writer alone makes groups of one: the same
+work as before, in the same order.  Reads never come here.
 
 **The garbage collector.**  The state is a large, growing heap of containers
 without reference cycles (dicts, tuples, sorted lists).  Left alone, Python's
@@ -30,16 +35,14 @@ the time of applying a write, measured on the 4 KB checkout session.  So
 every :data:`FREEZE_EVERY` writes the manager moves every object it holds
 into the collector's permanent generation (``gc.freeze()``, O(1)); objects
 are still freed by their reference counts when a record is replaced or
-deleted.  So when a client sees its reply, every reader that
-looks at the log sees the effect; and a reader sees all of a group or none of
-it.  One writer alone makes groups of one: the same work as before, in the
-same order.  Reads never come here.
+deleted.
 
 A separate thread only accepts connections (including the authkey
 handshake, so a slow or hostile client cannot stall the loop) and hands
 them over through a pipe.  Every accepted socket gets a 2 s send/receive
-timeout, before the handshake, so a client that stops mid-handshake or
-mid-frame is dropped instead of stalling everyone else.
+timeout, before the handshake, so a client that stops mid-handshake is
+dropped instead of stalling everyone else; the loop itself never waits for a
+frame that is not whole yet.
 
 ``once(key)`` claims are a small state machine of their own
 (:mod:`.claims`); the manager stores the results and sends what it says.
