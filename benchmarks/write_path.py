@@ -10,9 +10,10 @@ directory.  A *round* runs, for every ref in turn (the order rotates from round
 to round), a fresh worker process with that ref's ``papertiger`` first on
 ``PYTHONPATH``: it starts its own manager and times
 
-* ``insert``: µs per call, one writer, fresh 4 KB checkout sessions;
-* ``update``: µs per call, on records it seeded;
-* ``insert_many``: records/s, batches of 1,000;
+* ``insert``: µs per call, one writer, fresh 4 KB checkout sessions (the
+  median of 7 blocks of about 285 calls);
+* ``update``: µs per call, on records it seeded (likewise);
+* ``insert_many``: records/s, batches of 1,000 (the median of 7 batches);
 * ``writers k``: total inserts/s of ``k`` writer processes (1, 4, 8) inserting
   from the same instant, one record per call.
 
@@ -56,11 +57,17 @@ def _records(start: int, count: int) -> list[dict[str, Any]]:
     return list(checkout_sessions(start, count, customers=10**13))
 
 
-def _per_call(fn: Any, items: list[Any]) -> float:
-    t0 = time.perf_counter()
-    for item in items:
-        fn(item)
-    return (time.perf_counter() - t0) / len(items)
+def _per_call(fn: Any, items: list[Any], samples: int = 7) -> float:
+    """Median seconds per call over ``samples`` equal blocks of ``items``."""
+    size = max(1, len(items) // samples)
+    times = []
+    for start in range(0, size * samples, size):
+        block = items[start : start + size]
+        t0 = time.perf_counter()
+        for item in block:
+            fn(item)
+        times.append((time.perf_counter() - t0) / len(block))
+    return statistics.median(times)
 
 
 def _writer(kind: str, index: int, redis_socket: str, seconds: float, sync: Any, q: Any) -> None:
@@ -134,7 +141,7 @@ def papertiger_worker(seconds: float) -> dict[str, Any]:
                 r["id"] = rid
             out["update"] = _per_call(CS.update, updates)
         with papertiger.use_namespace("many"):
-            batches = [_records(100_000 + i * BATCH, BATCH) for i in range(6)]
+            batches = [_records(100_000 + i * BATCH, BATCH) for i in range(8)]
             CS.insert_many(batches[0])
             out["insert_many"] = 1 / _per_call(CS.insert_many, batches[1:]) * BATCH
         for k in WRITERS:
@@ -171,7 +178,7 @@ def peers_worker(seconds: float, redis_socket: str) -> dict[str, Any]:
 
         out["redis insert"] = _per_call(redis_set, records)
         out["redis update"] = _per_call(redis_update, records)
-        batches = [_records(300_000 + i * BATCH, BATCH) for i in range(5)]
+        batches = [_records(300_000 + i * BATCH, BATCH) for i in range(7)]
         out["redis insert_many"] = 1 / _per_call(redis_mset, batches) * BATCH
         client.flushall()
         for k in WRITERS:
