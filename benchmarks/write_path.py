@@ -15,7 +15,11 @@ to round), a fresh worker process with that ref's ``papertiger`` first on
 * ``update``: µs per call, on records it seeded (likewise);
 * ``insert_many``: records/s, batches of 1,000 (the median of 7 batches);
 * ``writers k``: total inserts/s of ``k`` writer processes (1, 4, 8) inserting
-  from the same instant, one record per call.
+  from the same instant, one record per call;
+* ``cpu``: CPU time (user + system) per write, of the client and of the
+  manager (``/proc/<pid>/stat``), for ``insert``, ``insert_many`` and the
+  manager with 8 writers: figures the machine's load hardly changes, unlike
+  the wall-clock ones.
 
 In the same round, one more worker times the yardsticks on the same records:
 the *floor* of insert (``msgpack.packb`` plus one AF_UNIX round trip of those
@@ -124,18 +128,32 @@ def _writers(kind: str, k: int, seconds: float, redis_socket: str = "") -> float
     return total
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (``/proc/<pid>/stat``)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def papertiger_worker(seconds: float) -> dict[str, Any]:
     import papertiger
     from papertiger.store import CheckoutSessions as CS
 
     out: dict[str, Any] = {"module": papertiger.__file__}
-    with papertiger.serve():
+    with papertiger.serve() as server:
         with papertiger.use_namespace("single"):
             CS.insert_many(_records(0, 2_000))
             seeded = [r["id"] for r in CS.list_namespace()]
             for r in _records(10_000, 200):  # warm-up
                 CS.insert(r)
             out["insert"] = _per_call(CS.insert, _records(20_000, 2_000))
+            # CPU time per insert, which the machine's load hardly changes
+            records = _records(40_000, 3_000)
+            client, manager = time.process_time(), _cpu_seconds(server.pid)
+            for r in records:
+                CS.insert(r)
+            out["insert cpu client"] = (time.process_time() - client) / len(records)
+            out["insert cpu manager"] = (_cpu_seconds(server.pid) - manager) / len(records)
             updates = _records(30_000, 2_000)
             for rid, r in zip(seeded, updates, strict=True):
                 r["id"] = rid
@@ -144,8 +162,20 @@ def papertiger_worker(seconds: float) -> dict[str, Any]:
             batches = [_records(100_000 + i * BATCH, BATCH) for i in range(8)]
             CS.insert_many(batches[0])
             out["insert_many"] = 1 / _per_call(CS.insert_many, batches[1:]) * BATCH
+            batches = [_records(200_000 + i * BATCH, BATCH) for i in range(3)]
+            client, manager = time.process_time(), _cpu_seconds(server.pid)
+            for batch in batches:
+                CS.insert_many(batch)
+            count = BATCH * len(batches)
+            out["insert_many cpu client"] = (time.process_time() - client) / count
+            out["insert_many cpu manager"] = (_cpu_seconds(server.pid) - manager) / count
         for k in WRITERS:
-            out[f"writers {k}"] = _writers("papertiger", k, seconds)
+            before = _cpu_seconds(server.pid)
+            rate = _writers("papertiger", k, seconds)
+            out[f"writers {k}"] = rate
+            if k == max(WRITERS):
+                spent = _cpu_seconds(server.pid) - before
+                out[f"writers {k} cpu manager"] = spent / (rate * seconds)
     return out
 
 
@@ -232,8 +262,19 @@ def _table(
     lines = []
     header = ["figure", *refs, "floor / Redis", f"{refs[-1]} vs {refs[0]}"]
     rows: list[list[str]] = []
-    for key, unit in [("insert", "µs"), ("update", "µs"), ("insert_many", "rec/s")] + [
-        (f"writers {k}", "ins/s") for k in WRITERS
+    cpu = [
+        ("insert cpu client", "µs"),
+        ("insert cpu manager", "µs"),
+        ("insert_many cpu client", "µs"),
+        ("insert_many cpu manager", "µs"),
+        (f"writers {max(WRITERS)} cpu manager", "µs"),
+    ]
+    for key, unit in [
+        ("insert", "µs"),
+        ("update", "µs"),
+        ("insert_many", "rec/s"),
+        *((f"writers {k}", "ins/s") for k in WRITERS),
+        *cpu,
     ]:
         values = [med(results[ref], key) for ref in refs]
         cells = [f"{key} ({unit})"]
