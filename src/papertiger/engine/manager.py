@@ -421,7 +421,7 @@ class Manager:
             self._replies = []
             for conn, frame in replies:
                 try:
-                    conn.send_bytes(frame)
+                    _write_frame(conn.fileno(), frame)
                 except OSError:
                     self._drop(conn)  # may queue hand-overs to waiters: sent by the next pass
             replies = self._replies
@@ -691,6 +691,22 @@ class Manager:
             except OSError:
                 pass
         self._wake_r = self._wake_w = -1
+
+
+def _write_frame(fd: int, frame: bytes) -> None:
+    """Send one frame as ``Connection.send_bytes`` would (4-byte length, then the bytes).
+
+    One ``write`` in the common case; the socket's send timeout bounds a
+    client that does not read.
+    """
+    size = len(frame)
+    if size > 0x7FFFFFFF:
+        data = b"\xff\xff\xff\xff" + size.to_bytes(8, "big") + frame
+    else:
+        data = size.to_bytes(4, "big") + frame
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _pidfd(pid: int) -> int | None:
