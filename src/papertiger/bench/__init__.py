@@ -13,6 +13,7 @@ what it measures and how to read it.  The modules, each with one job:
 :mod:`.workloads`  the measuring worker: seeding and every timed case
 :mod:`.memory`     a replica's resident memory, probed in a fresh process
 :mod:`.scaling`    read throughput with 1, 2 and N reader processes
+:mod:`.writers`    write throughput with 1, 2, 4 and 8 writer processes
 :mod:`.runner`     the main process: owns every process and file of a run
 :mod:`.report`     ratios, targets, tables, JSON
 :mod:`.chart`      the PNG
