@@ -1,0 +1,85 @@
+"""The conformance suite: the store's semantics, once, on every backend.
+
+Every test here that takes ``backend`` (or ``fresh_namespace``, which takes
+it) runs three times: on the shared-memory engine (a manager per module), on
+a real redis-server and on a real 3-master Redis Cluster (both per session,
+emptied after each test).  The backend is current for the test, in a
+namespace of its own; ``backend.environ`` points a child process at the same
+store.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+import papertiger
+from papertiger import env
+from papertiger.backends import SHM, Backend, use_backend
+from papertiger.backends.redis import RedisBackend
+
+BACKENDS = ["shm", "redis", "redis-cluster"]
+#: once leases in these tests: short, so a killed holder is taken over quickly
+TEST_LEASE = 2.0
+
+
+@dataclass
+class BackendUnderTest:
+    """The backend a test runs on, and how to reach it from another process."""
+
+    name: str
+    backend: Backend
+    namespace: str
+    #: variables that point a child process at this store (None: unset it)
+    environ: dict[str, str | None]
+
+    def child_env(self) -> dict[str, str]:
+        """``os.environ`` for a child: this store, no inherited namespace or once scope."""
+        base = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in (env.NAMESPACE, env.ONCE_SCOPE, *env.CONNECTION)
+        }
+        base.update({k: v for k, v in self.environ.items() if v is not None})
+        return base
+
+
+def _namespace(request: pytest.FixtureRequest) -> str:
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name)
+    return f"t-{os.getpid()}-{name}"
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> Iterator[BackendUnderTest]:
+    """The backend under test, current, in a fresh namespace (see the module doc)."""
+    ns = _namespace(request)
+    if request.param == "shm":
+        server: papertiger.Server = request.getfixturevalue("store")
+        under = BackendUnderTest("shm", SHM, ns, dict(server.environ()))
+        with use_backend(SHM), papertiger.use_namespace(ns):
+            yield under
+        return
+    servers = request.getfixturevalue(
+        "redis_server" if request.param == "redis" else "redis_cluster"
+    )
+    url = servers.url + f"?once_lease={TEST_LEASE}"
+    redis_backend = RedisBackend.from_url(url)
+    environ: dict[str, str | None] = {name: None for name in env.CONNECTION}
+    environ[env.URL] = url
+    under = BackendUnderTest(request.param, redis_backend, ns, environ)
+    try:
+        with use_backend(redis_backend), papertiger.use_namespace(ns):
+            yield under
+    finally:
+        redis_backend.close()
+        servers.flush()
+
+
+@pytest.fixture
+def fresh_namespace(backend: BackendUnderTest) -> str:
+    """The test's namespace (current), on the backend under test."""
+    return backend.namespace
