@@ -13,39 +13,18 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 
 import papertiger
 from papertiger import env
-from papertiger.backends import SHM, Backend, use_backend
+from papertiger.backends import SHM, use_backend
 from papertiger.backends.redis import RedisBackend
+from support import BackendUnderTest
 
 BACKENDS = ["shm", "redis", "redis-cluster"]
 #: once leases in these tests: short, so a killed holder is taken over quickly
 TEST_LEASE = 2.0
-
-
-@dataclass
-class BackendUnderTest:
-    """The backend a test runs on, and how to reach it from another process."""
-
-    name: str
-    backend: Backend
-    namespace: str
-    #: variables that point a child process at this store (None: unset it)
-    environ: dict[str, str | None]
-
-    def child_env(self) -> dict[str, str]:
-        """``os.environ`` for a child: this store, no inherited namespace or once scope."""
-        base = {
-            k: v
-            for k, v in os.environ.items()
-            if k not in (env.NAMESPACE, env.ONCE_SCOPE, *env.CONNECTION)
-        }
-        base.update({k: v for k, v in self.environ.items() if v is not None})
-        return base
 
 
 def _namespace(request: pytest.FixtureRequest) -> str:
