@@ -212,8 +212,8 @@ class RedisBackend(Backend):
 
         ``args[1:3]`` are the token and registration slots of :mod:`.redis_scripts`.
         """
-        args[1] = self._token()
         for _ in range(100):
+            args[1] = self._token()
             reply = self._eval(source, keys, args)
             if reply[0] != _REG:
                 return reply

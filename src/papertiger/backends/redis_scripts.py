@@ -42,8 +42,9 @@ local function registered(m, token, reg)
   if redis.call('HGET', m, 'reg') == '1' then return nil end
   local gen = redis.call('HGET', m, 'gen')
   if not gen then
+    -- a new generation: whatever the caller registered before belongs to an older one
     redis.call('HSET', m, 'gen', token)
-    gen = token
+    return {'REG', token}
   end
   if reg ~= gen then return {'REG', gen} end
   redis.call('HSET', m, 'reg', '1')
