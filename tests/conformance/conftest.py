@@ -3,7 +3,7 @@
 Every test here that takes ``backend`` (or ``fresh_namespace``, which takes
 it) runs three times: on the shared-memory engine (a manager per module), on
 a real redis-server and on a real 3-master Redis Cluster (both per session,
-emptied after each test).  The backend is current for the test, in a
+emptied after each test; one client each).  The backend is current for the test, in a
 namespace of its own; ``backend.environ`` points a child process at the same
 store.
 """
@@ -45,17 +45,32 @@ def backend(request: pytest.FixtureRequest) -> Iterator[BackendUnderTest]:
     servers = request.getfixturevalue(
         "redis_server" if request.param == "redis" else "redis_cluster"
     )
-    url = servers.url + f"?once_lease={TEST_LEASE}"
-    redis_backend = RedisBackend.from_url(url)
+    redis_backend = _redis_backends(request.session, servers.url + f"?once_lease={TEST_LEASE}")
     environ: dict[str, str | None] = {name: None for name in env.CONNECTION}
-    environ[env.URL] = url
+    environ[env.URL] = redis_backend.url
     under = BackendUnderTest(request.param, redis_backend, ns, environ)
     try:
         with use_backend(redis_backend), papertiger.use_namespace(ns):
             yield under
     finally:
-        redis_backend.close()
         servers.flush()
+
+
+_BACKENDS = pytest.StashKey[dict[str, RedisBackend]]()
+
+
+def _redis_backends(session: pytest.Session, url: str) -> RedisBackend:
+    """One backend per URL for the session (a Cluster client discovers its nodes once)."""
+    made = session.stash.setdefault(_BACKENDS, {})
+    backend = made.get(url)
+    if backend is None:
+        backend = made[url] = RedisBackend.from_url(url)
+    return backend
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    for backend in session.stash.get(_BACKENDS, {}).values():
+        backend.close()
 
 
 @pytest.fixture
