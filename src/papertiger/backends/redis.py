@@ -40,6 +40,8 @@ partition shares one hash tag, so each write is one Lua script
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import itertools
 import os
 import threading
@@ -49,7 +51,7 @@ from typing import Any, NoReturn
 
 import msgpack
 from redis.backoff import ExponentialBackoff, NoBackoff
-from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 from redis.retry import Retry
 
 import redis as redis_py
@@ -111,7 +113,6 @@ class RedisBackend(Backend):
         self._used_by = 0  # pid of the process that last talked to Redis
         self._tokens = itertools.count()
         self._token_head = os.urandom(6).hex()
-        self._scripts: dict[str, Any] = {}
 
     @classmethod
     def from_url(cls, url: str) -> RedisBackend:
@@ -150,12 +151,6 @@ class RedisBackend(Backend):
                         self._fail(exc)
                 client = self._client
         return client
-
-    def _script(self, source: str) -> Any:
-        script = self._scripts.get(source)
-        if script is None:
-            script = self._scripts[source] = self.client.register_script(source)
-        return script
 
     def _token(self) -> str:
         return f"{self._token_head}{next(self._tokens)}"
@@ -201,8 +196,16 @@ class RedisBackend(Backend):
         self._used_by = os.getpid()
 
     def _eval(self, source: str, keys: list[str], args: list[Any]) -> Any:
+        """``EVALSHA`` of a script of :mod:`.redis_scripts`; loaded when the server lacks it
+        (a restarted Redis, a new Cluster node)."""
+        client = self.client
+        sha = _sha(source)
         try:
-            reply = self._script(source)(keys, args)
+            try:
+                reply = client.evalsha(sha, len(keys), *keys, *args)
+            except NoScriptError:
+                client.script_load(source)
+                reply = client.evalsha(sha, len(keys), *keys, *args)
         except (RedisError, RedisClusterException, OSError) as exc:
             self._fail(exc)
         self._used_by = os.getpid()
@@ -382,6 +385,7 @@ class RedisBackend(Backend):
         chunk: list[Any] = []
         stage: str | None = None
         pipe: Any = None
+        committed = False  # the commit script deletes the stage itself
         try:
             for record in records:
                 chunk.append(
@@ -415,10 +419,11 @@ class RedisBackend(Backend):
                 reply = self._write(lua.PUT_MANY, part, [*keys, stage], [part.base, "", ""])
             else:
                 reply = self._write(lua.PUT_MANY, part, keys, [part.base, "", "", chunks[0]])
+            committed = reply[0] == _OK
         except (RedisError, RedisClusterException, OSError) as exc:
             self._fail(exc)
         finally:
-            if stage is not None:
+            if stage is not None and not committed:
                 try:
                     self.client.delete(stage)
                 except (RedisError, RedisClusterException, OSError):
@@ -639,7 +644,6 @@ class RedisBackend(Backend):
 
     def close(self) -> None:
         client, self._client = self._client, None
-        self._scripts.clear()
         if client is not None:
             try:
                 client.close()
@@ -648,6 +652,11 @@ class RedisBackend(Backend):
 
     def __repr__(self) -> str:
         return f"<RedisBackend {self.description}, prefix {self.keys.prefix!r}>"
+
+
+@functools.cache
+def _sha(source: str) -> str:
+    return hashlib.sha1(source.encode()).hexdigest()
 
 
 def _options(url: str) -> dict[str, Any]:
