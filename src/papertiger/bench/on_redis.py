@@ -398,7 +398,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m papertiger.bench.on_redis")
     parser.add_argument("--quick", action="store_true", help="fewer samples")
     parser.add_argument("--socket", help="an existing redis-server's Unix socket")
+    parser.add_argument(
+        "--pin-cpu",
+        type=int,
+        metavar="N",
+        help="run the measuring process and the private redis-server on CPU N",
+    )
     args = parser.parse_args(argv)
+    if args.pin_cpu is not None:
+        os.sched_setaffinity(0, {args.pin_cpu})  # inherited by what this starts
     plan = PRESETS["quick" if args.quick else "default"]
     server = None
     socket = args.socket
