@@ -294,9 +294,14 @@ def test_values_that_do_not_decode_are_store_errors(
         assert msgpack.unpackb(on_redis.records(CheckoutSessions.spec, ("t-redis-after",))[0])
 
 
-def test_stats(on_redis: RedisBackend) -> None:
+def test_stats(on_redis: RedisBackend, cluster: RedisCluster) -> None:
     CheckoutSessions.insert({})
     stats = on_redis.stats()
     assert stats["backend"].startswith("Redis at unix://")
     assert stats["partitions"] == 1 and stats["prefix"] == "papertiger"
     assert stats["redis_version"]
+    on_cluster = RedisBackend.from_url(cluster.url)
+    stats = on_cluster.stats()
+    assert stats["backend"].startswith("Redis Cluster at redis+cluster://")
+    assert stats["nodes"] == 3 and stats["redis_version"] and stats["partitions"] == 0
+    on_cluster.close()

@@ -57,7 +57,7 @@ from redis.retry import Retry
 import redis as redis_py
 
 from ..core.pagination import ListQuery
-from ..core.records import PreparedRecord, index_values, pack_value
+from ..core.records import PreparedRecord, index_values
 from ..core.resolve import apply_patch
 from ..errors import AlreadyExists, NotFound, StoreError, StoreUnavailable
 from ..namespace import Namespace, format_namespace
@@ -466,7 +466,8 @@ class RedisBackend(Backend):
                     "delete the record."
                 )
             merged = apply_patch(record_id, record, changed)
-            packed = pack_value(merged, "record")
+            # both halves came out of msgpack (str keys, storable values): it packs as it is
+            packed = _packb(merged, use_bin_type=True)
             created = merged.get("created")
             created = created if type(created) is int else 0
             args = [
@@ -479,7 +480,7 @@ class RedisBackend(Backend):
             ]
             reply = self._eval(lua.PATCH, keys, args)
             if reply[0] == _OK:
-                return packed
+                return packed  # type: ignore[no-any-return]
             if reply[0] == _NOTFOUND:
                 raise NotFound(f"No such {table.object_name}: '{record_id}'", param="id")
         raise StoreError(
@@ -630,13 +631,14 @@ class RedisBackend(Backend):
         }
         try:
             figures["partitions"] = int(self.client.zcard(self.keys.registry))
-            info = self.client.info("server")
-            if self.cluster:  # one answer per node
+            if self.cluster:  # one answer per primary
+                client = self.client
+                info = client.info("server", target_nodes=client.PRIMARIES)
                 versions = {v.get("redis_version") for v in info.values() if isinstance(v, dict)}
                 figures["redis_version"] = ", ".join(sorted(str(v) for v in versions))
-                figures["nodes"] = len(self.client.get_primaries())
+                figures["nodes"] = len(info)
             else:
-                figures["redis_version"] = info.get("redis_version")
+                figures["redis_version"] = self.client.info("server").get("redis_version")
         except (RedisError, RedisClusterException, OSError) as exc:
             self._fail(exc)
         self._done()
