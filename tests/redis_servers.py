@@ -1,8 +1,8 @@
 """Real Redis servers for the tests: a private redis-server, and a 3-master Redis Cluster.
 
 :class:`RedisServer` listens on a Unix socket in a private 0700 directory (and,
-when asked, on a free loopback port); it can be killed and restarted on the
-same socket and data directory, with a password or append-only persistence.
+when given a port, on loopback); it can be killed and restarted on the same
+socket and data directory, with a password or append-only persistence.
 :class:`RedisCluster` starts three ``--cluster-enabled`` servers on free
 loopback ports and joins them with ``redis-cli --cluster create``.
 
@@ -27,7 +27,8 @@ START_TIMEOUT = 30.0
 
 
 def free_port(avoid_bus: bool = False) -> int:
-    """A loopback TCP port nobody listens on (and, with ``avoid_bus``, port + 10000 too)."""
+    """A loopback TCP port nobody listens on (and, with ``avoid_bus``, port + 10000 too:
+    a Cluster node's bus)."""
     for _ in range(200):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -53,7 +54,6 @@ class RedisServer:
         *,
         password: str | None = None,
         appendonly: bool = False,
-        tcp: bool = False,
         port: int = 0,
         extra: tuple[str, ...] = (),
     ) -> None:
@@ -62,10 +62,14 @@ class RedisServer:
         self.socket = os.path.join(self.dir, "redis.sock")
         self.password = password
         self.appendonly = appendonly
-        self.port = port or (free_port() if tcp else 0)
+        self.port = port  # 0: no TCP, the socket only
         self.extra = extra
         self.proc: subprocess.Popen[bytes] | None = None
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
 
     # -- addresses ------------------------------------------------------------------------
     @property
@@ -73,12 +77,6 @@ class RedisServer:
         """``unix://`` URL of the socket (with the password, when there is one)."""
         auth = f":{self.password}@" if self.password else ""
         return f"unix://{auth}{self.socket}"
-
-    @property
-    def tcp_url(self) -> str:
-        assert self.port, "started without tcp=True"
-        auth = f":{self.password}@" if self.password else ""
-        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def client(self) -> redis.Redis:
         return redis.Redis(unix_socket_path=self.socket, password=self.password)
@@ -177,6 +175,18 @@ class RedisServer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def _with_free_port(binary: str, flags: tuple[str, ...]) -> RedisServer:
+    """A server on a free port (and bus port); another process may take a port between
+    the check and the bind, so a start that fails is tried again on another one."""
+    for attempt in range(5):
+        try:
+            return RedisServer(binary, port=free_port(avoid_bus=True), extra=flags)
+        except RuntimeError:
+            if attempt == 4:
+                raise
+    raise AssertionError("unreachable")
+
+
 class RedisCluster:
     """Three masters on loopback ports, slots split by ``redis-cli --cluster create``."""
 
@@ -192,8 +202,7 @@ class RedisCluster:
                     "--cluster-node-timeout",
                     "5000",
                 )
-                port = free_port(avoid_bus=True)
-                self.nodes.append(RedisServer(server_binary, port=port, extra=node_flags))
+                self.nodes.append(_with_free_port(server_binary, node_flags))
             subprocess.run(
                 [
                     cli_binary,

@@ -188,11 +188,12 @@ class RedisBackend(Backend):
             return StoreUnavailable(f"{where} is down ({text}); wait for it to recover.")
         return StoreError(
             f"{where} answered with an error ({type(exc).__name__}: {text}). If a key under "
-            f"the prefix '{self.keys.prefix}' was written by something else than papertiger, "
+            f"the prefix '{self.keys.prefix}' was written by something other than papertiger, "
             "clear it (or use another prefix)."
         )
 
     def _done(self) -> None:
+        """This process talked to Redis (see :meth:`in_use`)."""
         self._used_by = os.getpid()
 
     def _eval(self, source: str, keys: list[str], args: list[Any]) -> Any:
@@ -230,10 +231,6 @@ class RedisBackend(Backend):
             f"{self.description}: the partition {part.name!r} was cleared 100 times while a "
             "write waited to enter it; try again."
         )
-
-    def _part(self, table: TableSpec | str, ns: Namespace) -> PartitionKeys:
-        name = table if isinstance(table, str) else table.name
-        return self.keys.partition(name, ns)
 
     def _undecodable(self, what: str) -> StoreError:
         return StoreError(
@@ -297,7 +294,7 @@ class RedisBackend(Backend):
 
     def records(self, table: TableSpec, ns: Namespace) -> list[bytes]:
         """One script over the order. O(n)."""
-        part = self._part(table, ns)
+        part = self.keys.partition(table.name, ns)
         return self._fetch(part, part.order)
 
     def _fetch(self, part: PartitionKeys, sorted_set: str) -> list[bytes]:
