@@ -6,7 +6,10 @@ The store's semantics on Redis are the conformance suite's (``tests/conformance`
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -305,3 +308,27 @@ def test_stats(on_redis: RedisBackend, cluster: RedisCluster) -> None:
     assert stats["backend"].startswith("Redis Cluster at redis+cluster://")
     assert stats["nodes"] == 3 and stats["redis_version"] and stats["partitions"] == 0
     on_cluster.close()
+
+
+def test_the_read_commands_read_redis(on_redis: RedisBackend, server: RedisServer) -> None:
+    made = CheckoutSessions.insert({"customer": "cus_cli", "status": "open"})
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("PAPERTIGER_")}
+    environ["PAPERTIGER_URL"] = server.url
+
+    def run(*args: str) -> str:
+        proc = subprocess.run(
+            [sys.executable, "-m", "papertiger", *args],
+            env=environ,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    assert "t-redis" in run("inspect") and server.socket in run("inspect")
+    got = json.loads(run("get", "checkout_sessions", made["id"], "--namespace", "t-redis"))
+    assert got == made
+    listed = json.loads(run("list", "checkout_sessions", "--namespace", "t-redis"))
+    assert [r["id"] for r in listed["data"]] == [made["id"]]
