@@ -181,8 +181,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         dest="papertiger_url",
         default=None,
         metavar="URL",
-        help="keep the run's data in the Redis at URL (redis://, rediss://, unix://) instead "
-        f"of a shared-memory manager; default: ${env.URL}.",
+        help="keep the run's data in the Redis at URL (redis://, rediss://, unix://, "
+        f"redis+cluster://) instead of a shared-memory manager; default: ${env.URL}.",
     )
     group.addoption(
         "--papertiger-address",

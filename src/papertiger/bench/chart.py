@@ -231,12 +231,19 @@ def draw(raw: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig = plt.figure(figsize=(15, 9.5), dpi=100)
-    grid = fig.add_gridspec(2, 3, height_ratios=[1.25, 1], hspace=0.32, wspace=0.28)
+    on_redis = bool(raw.get("on_redis", {}).get("available"))
+    fig = plt.figure(figsize=(20 if on_redis else 15, 9.5), dpi=100)
+    grid = fig.add_gridspec(
+        2, 4 if on_redis else 3, height_ratios=[1.25, 1], hspace=0.32, wspace=0.28
+    )
     _operations(fig.add_subplot(grid[0, :]), raw)
     _scaling(fig.add_subplot(grid[1, 0]), raw)
     _growth(fig.add_subplot(grid[1, 1]), raw)
     _memory(fig.add_subplot(grid[1, 2]), raw)
+    if on_redis:
+        from .on_redis import draw_panel
+
+        draw_panel(fig.add_subplot(grid[1, 3]), raw)
     load = raw.get("machine", {}).get("load_note")
     fig.suptitle(
         f"papertiger bench ({raw['plan']['name']}), {raw.get('date', '')}: {machine_line(raw)}"

@@ -245,6 +245,12 @@ def _measure(plan: Plan, out: Path, bar: ProgressBar) -> dict[str, Any]:
         )
         raw.pop("main_ids", None)
         del mdicts
+        if redis_socket is not None:  # papertiger on Redis against the raw commands it sends
+            from .on_redis import measure as measure_on_redis
+
+            raw["on_redis"] = measure_on_redis(ctx, redis_socket, plan, bar.update)
+        else:
+            raw["on_redis"] = {"available": False, "reason": why}
     return raw
 
 
