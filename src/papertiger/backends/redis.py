@@ -50,11 +50,10 @@ from collections.abc import Callable, Iterable
 from typing import Any, NoReturn
 
 import msgpack
+import redis as redis_py
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 from redis.retry import Retry
-
-import redis as redis_py
 
 from ..core.pagination import ListQuery
 from ..core.records import PreparedRecord, index_values

@@ -71,8 +71,9 @@ def _cases(
 
     Papertiger's backend stays current until ``stack`` closes.
     """
-    import papertiger
     import redis
+
+    import papertiger
     from papertiger.backends import redis_scripts, use_backend
     from papertiger.backends.redis import RedisBackend
     from papertiger.backends.redis_layout import created_key
