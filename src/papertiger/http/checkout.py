@@ -300,7 +300,7 @@ def new_session(call: Call) -> dict[str, Any]:
     if ui_mode == "hosted_page":
         url = call.base_url + hosted_page_path(namespace_token(call.namespace), session_id)
     enabled = {"enabled": False}
-    return {
+    session = {
         "id": session_id,
         "object": "checkout.session",
         "adaptive_pricing": {"enabled": False},
@@ -338,6 +338,7 @@ def new_session(call: Call) -> dict[str, Any]:
         "customer_details": None,
         "customer_email": p.get("customer_email"),
         "discounts": [],
+        "excluded_payment_method_types": [],
         "expires_at": _expires_at(call),
         "integration_identifier": None,
         "invoice": None,
@@ -363,8 +364,14 @@ def new_session(call: Call) -> dict[str, Any]:
         },
         "livemode": False,
         "locale": p.get("locale"),
+        "managed_payments": None,
         "metadata": apply_metadata({}, p.get("metadata")),
         "mode": mode,
+        "name_collection": {
+            "business": {"enabled": False, "optional": False},
+            "individual": {"enabled": False, "optional": False},
+        },
+        "optional_items": None,
         "origin_context": None,
         "payment_intent": None,
         "payment_link": None,
@@ -378,7 +385,6 @@ def new_session(call: Call) -> dict[str, Any]:
             "enabled": bool((p.get("phone_number_collection") or {}).get("enabled"))
         },
         "recovered_from": None,
-        "return_url": p.get("return_url"),
         "saved_payment_method_options": None,
         "setup_intent": None,
         "shipping_address_collection": p.get("shipping_address_collection"),
@@ -399,6 +405,9 @@ def new_session(call: Call) -> dict[str, Any]:
         "url": url,
         "wallet_options": None,
     }
+    if p.get("return_url") is not None:  # embedded sessions only, as in Stripe
+        session["return_url"] = p["return_url"]
+    return session
 
 
 # -- presenting ----------------------------------------------------------------------

@@ -164,6 +164,8 @@ class Decimal(Spec):
     """A decimal number given as a string (``unit_amount_decimal``); kept as the string."""
 
     def check(self, value: Any, param: str) -> Any:
+        if self._empty(value, param):
+            return UNSET
         if not isinstance(value, str) or not _DECIMAL.match(value):
             shown = value[:100] if isinstance(value, str) else _kind(value)
             raise invalid(f"Invalid decimal: {shown}", param)
@@ -174,6 +176,8 @@ class Boolean(Spec):
     """``true`` or ``false``."""
 
     def check(self, value: Any, param: str) -> Any:
+        if self._empty(value, param):
+            return UNSET
         if value == "true":
             return True
         if value == "false":
