@@ -485,7 +485,7 @@ def _http_url(config: pytest.Config) -> str:
     if run.http_dir and run.http_owner:
         from .http.server import ensure_server
 
-        environ = run.environ()
+        environ = {**run.environ(), env.NAMESPACE: None}  # namespaces come from the keys
         url = ensure_server(run.http_dir, environ, run.http_owner).url
     else:  # a worker whose controller runs without this plugin: a server in this process
         from .http.server import serve_http

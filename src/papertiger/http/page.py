@@ -56,7 +56,8 @@ td { padding: .4rem 0; border-bottom: 1px solid #e3e8ee; } td.amount { text-alig
 button { font-size: 1rem; padding: .6rem 1.4rem; margin: 1rem .6rem 0 0; border-radius: 6px;
   border: 1px solid #635bff; background: #635bff; color: white; cursor: pointer; }
 button.secondary { background: white; color: #635bff; }
-label { display: block; margin-top: 1rem; } input { font-size: 1rem; padding: .4rem; width: 100%; }
+label { display: block; margin-top: 1rem; }
+input { font-size: 1rem; padding: .4rem; width: 100%; box-sizing: border-box; }
 .note { color: #697386; font-size: .85rem; margin-top: 2rem; }
 """
 

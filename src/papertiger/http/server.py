@@ -52,6 +52,7 @@ __all__ = [
     "parse_address",
     "serve_http",
     "start_server_process",
+    "stop_process",
     "stop_server",
 ]
 
@@ -245,6 +246,17 @@ def start_server_process(
     if proc.stdout is not None:
         proc.stdout.close()
     return proc, HttpServer(str(report["url"]), int(report["port"]), host, int(report["pid"]))
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) -> None:
+    """Stop a server process this process started: SIGTERM, then SIGKILL after ``timeout``."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def _follow_owner(owner: int, server: Any) -> None:
