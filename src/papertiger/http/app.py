@@ -42,6 +42,7 @@ import time
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -54,7 +55,7 @@ from . import catalog, checkout, customers
 from .endpoints import Call, Endpoint
 from .errors import APIError, from_store_error
 from .forms import FormError, decode_form
-from .idempotency import fingerprint, run_once
+from .idempotency import Claim, claim, fingerprint
 from .keys import BadKey, namespace_for_key, token_namespace
 from .page import render_done, render_page, success_target
 
@@ -248,13 +249,23 @@ async def _serve_api(request: Request, endpoint: Endpoint) -> Response:
             now=int(time.time()),
         )
         key = request.headers.get("idempotency-key") if endpoint.method == "POST" else None
+        background = None
         with use_namespace(ns):
             if key:
                 headers["Idempotency-Key"] = key
-                digest = fingerprint(endpoint.method, request.scope["path"], raw)
-                (status, body), replayed = run_once(key, digest, lambda: execute(endpoint, call))
-                if replayed:
-                    headers["Idempotent-Replayed"] = "true"
+                held = claim(key, fingerprint(endpoint.method, request.scope["path"], raw))
+                if isinstance(held, Claim):
+                    try:
+                        status, body = execute(endpoint, call)
+                    except BaseException:
+                        held.release()
+                        raise
+                    if status >= 400:
+                        held.release()
+                    else:  # stored once the response is on its way: the client does not wait
+                        background = BackgroundTask(_finish, held, ns, (status, body))
+                else:
+                    (status, body), headers["Idempotent-Replayed"] = held, "true"
             else:
                 status, body = execute(endpoint, call)
     except APIError as exc:
@@ -272,7 +283,16 @@ async def _serve_api(request: Request, endpoint: Endpoint) -> Response:
         return _error_response(error, headers)
     if status >= 400:
         headers["Stripe-Should-Retry"] = "false"
-    return Response(body, status, headers, media_type=_JSON)
+    return Response(body, status, headers, media_type=_JSON, background=background)
+
+
+async def _finish(held: Claim, ns: Namespace, outcome: tuple[int, str]) -> None:
+    """Store an idempotent request's response (after sending it; on the event loop)."""
+    try:
+        with use_namespace(ns):
+            held.finish(outcome)
+    except StoreError as exc:  # the key stays claimed; it is taken over once stale
+        log.warning("could not store the response of Idempotency-Key %r: %s", held.key, exc)
 
 
 def _base_url(request: Request) -> str:

@@ -15,13 +15,17 @@ a hash of the method, the path and the decoded parameters.
    ``idempotency_error``, stripe-python's ``IdempotencyError``.  Still
    running: 409, which stripe-python retries after a pause.
 2. Absent: claim it with a strict ``insert`` (one writer wins; a loser goes
-   back to 1), run the request, then store the response (``patch``).
+   back to 1), run the request, then store the response (``patch``).  The
+   server stores it right after sending the response (a background task),
+   so the client does not wait for that write; a retry that comes in
+   between sees the claim and is told to retry (409).
 3. A request that fails (any error response) deletes its claim: like
    Stripe, only requests that succeeded are replayed, and a retry of a
    refused request runs again.
 
 A claim older than :data:`STALE_SECONDS` whose request never finished (its
-server died) is taken over.  Stripe scopes keys to an account; here to the
+server died, or died between answering and storing the answer) is taken
+over, and the request runs again.  Stripe scopes keys to an account; here to the
 namespace (so a ``Stripe-Account`` header gets its own keys).
 """
 
@@ -31,6 +35,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import AlreadyExists, NotFound
@@ -96,12 +101,33 @@ def _in_flight(key: str) -> APIError:
 Outcome = tuple[int, str]
 
 
-def run_once(key: str, digest: str, run: Callable[[], Outcome]) -> tuple[Outcome, bool]:
-    """Run ``run()`` once for ``key`` in the current namespace, or replay its outcome.
+@dataclass(frozen=True)
+class Claim:
+    """This request holds ``key``: it runs, then :meth:`finish` or :meth:`release`."""
 
-    Returns ``(outcome, replayed)``.  Raises :class:`APIError` for a key
-    reused with other parameters (400) or still in flight (409).  Costs a
-    read, plus two writes when the request runs.
+    key: str
+
+    def finish(self, outcome: Outcome) -> None:
+        """Store the response, to be replayed to every later request with this key."""
+        status, body = outcome
+        IdempotencyKeys.patch(self.key, {"state": "done", "status": status, "body": body})
+
+    def release(self) -> None:
+        """Forget the claim (the request failed): a retry runs again."""
+        try:
+            IdempotencyKeys.delete(self.key)
+        except NotFound:
+            pass
+
+
+def claim(key: str, digest: str) -> Claim | Outcome:
+    """Claim ``key`` in the current namespace for a request, or the outcome to replay.
+
+    Returns a :class:`Claim` when this request is to run, or the stored
+    outcome of the first request with this key and these parameters.
+    Raises :class:`APIError` for a key reused with other parameters (400) or
+    still in flight (409).  Costs a read, plus a write when the request runs
+    (and one more to :meth:`Claim.finish`).
     """
     _check_key(key)
     for _ in range(3):
@@ -113,7 +139,7 @@ def run_once(key: str, digest: str, run: Callable[[], Outcome]) -> tuple[Outcome
             if record.get("request") != digest:
                 raise _conflict(key)
             if record.get("state") == "done":
-                return (int(record["status"]), str(record["body"])), True
+                return int(record["status"]), str(record["body"])
             if time.time() - float(record.get("claimed", 0)) < STALE_SECONDS:
                 raise _in_flight(key)
             try:  # a claim whose request never finished: take it over
@@ -126,23 +152,26 @@ def run_once(key: str, digest: str, run: Callable[[], Outcome]) -> tuple[Outcome
             )
         except AlreadyExists:
             continue  # somebody claimed it between our read and our insert: look again
-        break
-    else:
-        raise _in_flight(key)
+        return Claim(key)
+    raise _in_flight(key)
+
+
+def run_once(key: str, digest: str, run: Callable[[], Outcome]) -> tuple[Outcome, bool]:
+    """Run ``run()`` once for ``key``, or replay its outcome: ``(outcome, replayed)``.
+
+    :func:`claim`, ``run()``, then :meth:`Claim.finish` (or
+    :meth:`Claim.release` when it failed), in one call.
+    """
+    held = claim(key, digest)
+    if not isinstance(held, Claim):
+        return held, True
     try:
-        status, body = run()
+        outcome = run()
     except BaseException:
-        _release(key)
+        held.release()
         raise
-    if status >= 400:
-        _release(key)
+    if outcome[0] >= 400:
+        held.release()
     else:
-        IdempotencyKeys.patch(key, {"state": "done", "status": status, "body": body})
-    return (status, body), False
-
-
-def _release(key: str) -> None:
-    try:
-        IdempotencyKeys.delete(key)
-    except NotFound:
-        pass
+        held.finish(outcome)
+    return outcome, False
