@@ -29,7 +29,10 @@ round.
 
 Targets (reported, never asserted): papertiger's throughput >= 2x localstripe's
 for each operation and client count, and its per-request time <= 1.5x the
-floor's.
+floor's.  The floor's own throughput over localstripe's is reported too: no
+server on this stack can show more against localstripe, because the client's
+share (stripe-python builds every request and parses every response, about
+1 ms for a customer) is the same whatever answers.
 """
 
 from __future__ import annotations
@@ -446,6 +449,8 @@ def analyse(result: dict[str, Any]) -> dict[str, Any]:
                     "localstripe": ls,
                     "vs_floor": pt["per_request_s"] / floor["per_request_s"] if floor else None,
                     "vs_localstripe": pt["per_s"] / ls["per_s"] if ls else None,
+                    # the most any server on this stack could show against localstripe
+                    "floor_vs_localstripe": floor["per_s"] / ls["per_s"] if floor and ls else None,
                 }
             )
     result["rows"] = rows
@@ -459,6 +464,7 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     why_ls = result["systems"].get("localstripe", {}).get("reason", "not measured")
     for row in result["rows"]:
         where = f"{LABELS[row['op']]}, {row['clients']} client(s)"
+        ceiling = row.get("floor_vs_localstripe")
         checks: list[tuple[str, float | None, str, float, str]] = [
             (f"{where}: throughput ≥ 2× localstripe's", row["vs_localstripe"], ">=", 2.0, why_ls),
             (
@@ -474,6 +480,9 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
                 out.append({"name": name, "status": "skipped", "why": why, "limit": limit})
                 continue
             ok = value >= limit if comparison == ">=" else value <= limit
+            shown = f"{value:.2f}×"
+            if comparison == ">=" and ceiling is not None:
+                shown += f"; the HTTP floor itself reaches {ceiling:.2f}×"
             out.append(
                 {
                     "name": name,
@@ -481,7 +490,7 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
                     "value": value,
                     "comparison": comparison,
                     "limit": limit,
-                    "shown": f"{value:.2f}×",
+                    "shown": shown,
                 }
             )
     return out
@@ -516,6 +525,7 @@ def _table_rows(result: dict[str, Any]) -> list[list[str]]:
                 _x(row["vs_floor"]),
                 _rate(ls.get("per_s")),
                 _x(row["vs_localstripe"]),
+                _x(row.get("floor_vs_localstripe")),
             ]
         )
     return rows
@@ -530,6 +540,7 @@ HEADER = [
     "÷ floor",
     "localstripe req/s",
     "× localstripe",
+    "floor × localstripe",
 ]
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 from ..store import Prices, Products
-from .customers import update_record
 from .endpoints import (
     EXPAND,
     Call,
@@ -20,6 +19,7 @@ from .endpoints import (
     page,
     require_object,
     stripe_id,
+    update_record,
 )
 from .errors import invalid
 from .params import (

@@ -43,6 +43,7 @@ from .endpoints import (
     page,
     require_object,
     stripe_id,
+    update_record,
 )
 from .errors import APIError, invalid, not_found
 from .params import Array, Boolean, Hash, Integer, Metadata, String, exclusive
@@ -563,8 +564,6 @@ def update(call: Call) -> dict[str, Any]:
     if metadata is None:
         stored = CheckoutSessions.get(session_id)
     else:
-        from .customers import update_record
-
         stored = update_record(CheckoutSessions, session_id, {"metadata": metadata})
     return _shown(stored, call.expand)
 
@@ -629,6 +628,7 @@ def line_items(call: Call) -> dict[str, Any]:
 
 def list_sessions(call: Call) -> dict[str, Any]:
     p = call.params
+    _shown({}, call.expand, on_list=True)  # a bad expand is refused even on an empty page
     filters: dict[str, Any] = {
         name: p.get(name)
         for name in ("customer", "payment_intent", "payment_link", "status", "subscription")

@@ -14,8 +14,8 @@ from .endpoints import (
     expand_object,
     list_params,
     page,
-    removes_metadata,
     stripe_id,
+    update_record,
 )
 from .errors import invalid
 from .params import Array, Hash, Integer, Metadata, Spec, String
@@ -109,27 +109,6 @@ def retrieve(call: Call) -> dict[str, Any]:
     record = present(Customers.get(call.path["id"]))
     expand_object(record, call.expand, EXPANDERS)
     return record
-
-
-def update_record(store: Any, record_id: str, params: dict[str, Any]) -> dict[str, Any]:
-    """Apply Stripe's update rules: given fields replace, ``""`` unsets, metadata merges.
-
-    A merge (the store's atomic ``patch``: nested hashes merge too) when no
-    metadata key is removed; otherwise the record is read, changed and written
-    back (``update``), which a concurrent update of the same record can race.
-    """
-    changes = {k: v for k, v in params.items() if k not in ("expand", "metadata")}
-    metadata = params.get("metadata")
-    if metadata is not None and removes_metadata(metadata):
-        current = store.get(record_id)
-        current.update(changes)
-        current["metadata"] = apply_metadata(current.get("metadata"), metadata)
-        return store.update(current)  # type: ignore[no-any-return]
-    if metadata is not None:
-        changes["metadata"] = metadata
-    if not changes:
-        return store.get(record_id)  # type: ignore[no-any-return]
-    return store.patch(record_id, changes)  # type: ignore[no-any-return]
 
 
 def update(call: Call) -> dict[str, Any]:

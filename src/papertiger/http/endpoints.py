@@ -183,6 +183,27 @@ def page(
     return {"object": "list", "data": data, "has_more": result.has_more, "url": store.url}
 
 
+def update_record(store: type[Store], record_id: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Apply Stripe's update rules: given fields replace, ``""`` unsets, metadata merges.
+
+    A merge (the store's atomic ``patch``: nested hashes merge too) when no
+    metadata key is removed; otherwise the record is read, changed and written
+    back (``update``), which a concurrent update of the same record can race.
+    """
+    changes = {k: v for k, v in params.items() if k not in ("expand", "metadata")}
+    metadata = params.get("metadata")
+    if metadata is not None and removes_metadata(metadata):
+        current = store.get(record_id)
+        current.update(changes)
+        current["metadata"] = apply_metadata(current.get("metadata"), metadata)
+        return store.update(current)
+    if metadata is not None:
+        changes["metadata"] = metadata
+    if not changes:
+        return store.get(record_id)
+    return store.patch(record_id, changes)
+
+
 def require_object(store: type[Store], object_id: str, param: str) -> dict[str, Any]:
     """The record ``object_id`` named by parameter ``param``; a 400 naming it when absent."""
     from ..errors import NotFound
@@ -198,4 +219,4 @@ def require_object(store: type[Store], object_id: str, param: str) -> dict[str, 
         ) from None
 
 
-__all__ += ["Handler", "Metadata", "page", "removes_metadata", "require_object"]
+__all__ += ["Handler", "Metadata", "page", "removes_metadata", "require_object", "update_record"]

@@ -77,7 +77,7 @@ class HttpServer:
         return f"<papertiger.HttpServer {self.url}>"
 
 
-HttpServer.__module__ = "papertiger"
+HttpServer.__module__ = "papertiger.http"
 
 
 def parse_address(text: str, default_host: str = "127.0.0.1") -> tuple[str, int]:

@@ -58,7 +58,7 @@ def stripe_for(url: str, namespace: Namespace) -> Iterator[StripeAPI]:
             "the papertiger_stripe fixture needs stripe-python: pip install stripe"
         ) from None
     key = api_key_for(namespace)
-    client = stripe.StripeClient(key, base_addresses={"api": url}, max_network_retries=2)
+    client = stripe.StripeClient(key, base_addresses={"api": url})
     saved = (stripe.api_key, stripe.api_base)
     stripe.api_key, stripe.api_base = key, url
     try:
