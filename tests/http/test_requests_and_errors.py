@@ -310,3 +310,18 @@ def test_expand_of_something_not_expandable(client: Any, price: Any) -> None:
     session = make_session(client, price)
     error = invalid(lambda: client.v1.checkout.sessions.retrieve(session.id, {"expand": ["nope"]}))
     assert error.param == "expand[0]"
+
+
+def test_every_server_over_one_store_agrees_on_idempotency(
+    client: Any, papertiger_stripe: Any
+) -> None:
+    key = str(uuid.uuid4())
+    first = client.v1.customers.create({"email": "once@example.com"}, {"idempotency_key": key})
+    # a second server, in this test's process, over the same store
+    with papertiger.serve_http() as other:
+        again = stripe.StripeClient(
+            papertiger_stripe.api_key, base_addresses={"api": other.url}
+        ).v1.customers.create({"email": "once@example.com"}, {"idempotency_key": key})
+    assert again.id == first.id
+    assert again.last_response.headers["idempotent-replayed"] == "true"
+    assert Customers.count() == 1

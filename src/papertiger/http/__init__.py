@@ -28,8 +28,34 @@
 
 from __future__ import annotations
 
-from .hosted import cancel_checkout, pay_checkout
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .keys import api_key_for
-from .server import HttpServer, serve_http
+
+if TYPE_CHECKING:  # pragma: no cover - the lazy names below, for type checkers
+    from .hosted import cancel_checkout, pay_checkout
+    from .server import HttpServer, serve_http
 
 __all__ = ["HttpServer", "api_key_for", "cancel_checkout", "pay_checkout", "serve_http"]
+
+# Loaded on first use: a key costs no HTTP machinery.
+_LAZY = {
+    "HttpServer": ".server",
+    "serve_http": ".server",
+    "cancel_checkout": ".hosted",
+    "pay_checkout": ".hosted",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _LAZY.get(name)
+    if home is None:
+        raise AttributeError(f"module 'papertiger.http' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
