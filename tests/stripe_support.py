@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -76,3 +77,22 @@ def make_session(client: Any, price: Any, quantity: int = 2, **extra: Any) -> An
         **extra,
     }
     return client.v1.checkout.sessions.create(params)
+
+
+def http_servers_of(address: str) -> list[int]:
+    """Pids of HTTP server processes serving the store at ``address``."""
+    found = []
+    needle = f"PAPERTIGER_ADDRESS={address}".encode()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"papertiger.http" not in f.read():
+                    continue
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if needle in f.read().split(b"\0"):
+                    found.append(int(pid))
+        except OSError:
+            continue
+    return found
