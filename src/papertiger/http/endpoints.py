@@ -22,7 +22,7 @@ from ..core.records import generate_id
 from ..namespace import Namespace
 from ..store.base import Store
 from .errors import APIError, invalid
-from .params import Array, Created, Hash, Integer, Metadata, Spec, String
+from .params import Array, Created, Hash, Integer, Spec, String
 
 __all__ = [
     "EXPAND",
@@ -30,11 +30,16 @@ __all__ = [
     "Call",
     "Endpoint",
     "Expanders",
+    "Handler",
     "apply_metadata",
     "expand_list",
     "expand_object",
     "list_params",
+    "page",
+    "removes_metadata",
+    "require_object",
     "stripe_id",
+    "update_record",
 ]
 
 #: ``expand[]=...``, accepted by every endpoint.
@@ -217,6 +222,3 @@ def require_object(store: type[Store], object_id: str, param: str) -> dict[str, 
             code="resource_missing",
             param=param,
         ) from None
-
-
-__all__ += ["Handler", "Metadata", "page", "removes_metadata", "require_object", "update_record"]
