@@ -189,6 +189,10 @@ def test_line_items_are_paginated_both_ways(client: Any) -> None:
     with pytest.raises(stripe.InvalidRequestError) as info:
         client.v1.checkout.sessions.line_items.list(session.id, {"starting_after": "li_nope"})
     assert info.value.param == "starting_after" and info.value.http_status == 400
+    expanded = client.v1.checkout.sessions.line_items.list(
+        session.id, {"limit": 1, "expand": ["data.price.product"]}
+    )
+    assert expanded.data[0].price.product.name == "item 0"
 
 
 def test_retrieve_missing(client: Any) -> None:
@@ -216,6 +220,8 @@ def test_list_filters(client: Any, price: Any) -> None:
     assert ids(status="complete") == [other.id]
     assert set(ids(status="open")) == {mine[1].id, mine[2].id}
     assert ids(customer_details={"email": "paid@example.com"}) == [other.id]
+    payment_intent = client.v1.checkout.sessions.retrieve(other.id).payment_intent
+    assert ids(payment_intent=payment_intent) == [other.id]
     assert ids(customer=jenny.id, status="open") == [mine[2].id, mine[1].id]
     created = mine[1].created
     assert set(ids(created={"gte": created})) >= {mine[1].id, mine[2].id, other.id}
