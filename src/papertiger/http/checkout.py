@@ -30,7 +30,7 @@ import dataclasses
 from typing import Any
 
 from ..errors import NotFound
-from ..store import CheckoutSessions, Customers, Prices
+from ..store import CheckoutSessions, Customers, Prices, Products
 from .catalog import CURRENCY, PRICE_DATA, inline_price
 from .customers import new_customer
 from .endpoints import (
@@ -46,6 +46,7 @@ from .endpoints import (
     update_record,
 )
 from .errors import APIError, invalid, not_found
+from .keys import namespace_token
 from .params import Array, Boolean, Hash, Integer, Metadata, String, exclusive
 
 __all__ = [
@@ -190,8 +191,6 @@ def _line_item(item: dict[str, Any], param: str, now: int) -> dict[str, Any]:
     if product_data is not None:
         description = product_data.get("name")
     elif isinstance(price.get("product"), str):
-        from ..store import Products
-
         try:
             description = Products.get(price["product"]).get("name")
         except NotFound:
@@ -276,8 +275,6 @@ def _ui_mode(given: str | None) -> str:
 
 def new_session(call: Call) -> dict[str, Any]:
     """The session ``call`` creates, fully checked, not yet stored."""
-    from .keys import namespace_token
-
     p = call.params
     mode = p["mode"]
     customer = p.get("customer")
@@ -608,8 +605,6 @@ def line_items(call: Call) -> dict[str, Any]:
                 f"expand[{i}]",
             )
     if expand:
-        from ..store import Products
-
         data = [dict(item) for item in data]
         for item in data:
             price = item.get("price")
