@@ -40,6 +40,7 @@ TINY = [
     "--scaling-seconds", "0.05",
     "--catchup-effects", "50",
     "--batch", "50",
+    "--no-http",  # the Stripe API figures have their own smoke test (tests/http)
     "--no-progress",
 ]  # fmt: skip
 

@@ -46,6 +46,15 @@ run's id (``PAPERTIGER_ONCE_SCOPE``) and the run's results are deleted at
 its end, so a factory still runs once per run.  :func:`once_fixture` turns a
 function into a session fixture made once across all workers.
 
+**Stripe's HTTP API.**  The ``papertiger_stripe`` fixture needs a server
+that speaks Stripe's API over the run's store.  The controller only names a
+private directory for it (the on-demand manager's, or a fresh one); the
+first test that asks starts one server process there, under a lock
+(:func:`papertiger.http.server.ensure_server`), with the variables that name
+the run's store; every worker then finds it through ``http.json``.  It
+follows the controller out and is stopped at the end of the run.  Tests stay
+apart because each one's API key names its own namespace.
+
 **Reports.**  A failing test's report gets a ``papertiger`` section naming
 its namespace; with ``--papertiger-dump`` it also lists the records the test
 left there (read before teardown clears them).
@@ -82,7 +91,14 @@ from .namespace import (
     use_namespace,
 )
 
-__all__ = ["RunInfo", "clear_namespace", "dump_namespace", "once_fixture", "papertiger_namespace"]
+__all__ = [
+    "RunInfo",
+    "clear_namespace",
+    "dump_namespace",
+    "once_fixture",
+    "papertiger_namespace",
+    "papertiger_stripe",
+]
 
 #: Key of the run's details in an xdist worker's ``workerinput`` (and ``workeroutput``).
 WORKERINPUT_KEY = "papertiger"
@@ -105,6 +121,9 @@ class RunInfo:
     authkey: str = ""  # hex
     url: str = ""
     owner_pid: int = 0
+    #: the run's private directory for its HTTP server (papertiger_stripe), and its owner
+    http_dir: str = ""
+    http_owner: int = 0
     worker: str = "main"
     _reruns: dict[str, int] = field(default_factory=dict, repr=False)
 
@@ -126,6 +145,8 @@ class RunInfo:
             "authkey": self.authkey,
             "url": self.url,
             "owner_pid": self.owner_pid,
+            "http_dir": self.http_dir,
+            "http_owner": self.http_owner,
         }
 
     def environ(self) -> dict[str, str | None]:
@@ -279,6 +300,7 @@ def _choose_store(config: pytest.Config, stack: contextlib.ExitStack) -> RunInfo
             owner_pid=os.getpid(),
         )
         stack.callback(_end_on_demand, run)  # the very last: after every connection is gone
+    _plan_http(run, stack)
     stack.enter_context(env.exported(run.environ()))
     stack.enter_context(_pointed_at(run))
     if run.external:
@@ -429,6 +451,70 @@ def papertiger_namespace(request: pytest.FixtureRequest) -> Iterator[Namespace]:
                 os.environ.pop(env.NAMESPACE, None)
             else:
                 os.environ[env.NAMESPACE] = saved_env
+
+
+# -- Stripe's HTTP API ---------------------------------------------------------------
+
+_HTTP_URL = pytest.StashKey[str]()
+
+
+def _plan_http(run: RunInfo, stack: contextlib.ExitStack) -> None:
+    """Where the run's HTTP server will live if a test asks for one; starts nothing."""
+    if run.kind == ON_DEMAND:
+        run.http_dir = os.path.dirname(run.address)  # the run's private directory
+    else:
+        run.http_dir = tempfile.mkdtemp(prefix="ptg-run-")  # 0700
+        stack.callback(shutil.rmtree, run.http_dir, True)
+    run.http_owner = os.getpid()
+    stack.callback(_stop_http, run)  # before the store it uses goes
+
+
+def _stop_http(run: RunInfo) -> None:
+    if run.http_dir and os.path.isdir(run.http_dir):
+        from .http.server import stop_server
+
+        stop_server(run.http_dir)
+
+
+def _http_url(config: pytest.Config) -> str:
+    """The run's HTTP server: started on first use in the run, then shared by every worker."""
+    url = config.stash.get(_HTTP_URL, None)
+    if url is not None:
+        return url
+    run = _run_of(config)
+    if run.http_dir and run.http_owner:
+        from .http.server import ensure_server
+
+        environ = {**run.environ(), env.NAMESPACE: None}  # namespaces come from the keys
+        url = ensure_server(run.http_dir, environ, run.http_owner).url
+    else:  # a worker whose controller runs without this plugin: a server in this process
+        from .http.server import serve_http
+
+        stack = config.stash.get(_CLEANUP, None)
+        if stack is None:
+            stack = config.stash[_CLEANUP] = contextlib.ExitStack()
+        url = stack.enter_context(serve_http()).url
+    config.stash[_HTTP_URL] = url
+    return url
+
+
+@pytest.fixture
+def papertiger_stripe(request: pytest.FixtureRequest, papertiger_namespace: Namespace) -> Any:
+    """stripe-python pointed at papertiger, in this test's namespace.
+
+    Yields an object with ``.url`` (the server), ``.api_key`` (a key that
+    reads and writes this test's namespace), ``.client`` (a
+    ``stripe.StripeClient`` using both), and ``.pay(session)`` /
+    ``.cancel(session)`` (the hosted checkout page's buttons).  While the test
+    runs, ``stripe.api_key`` and ``stripe.api_base`` point at papertiger too.
+    Records the test writes through the store API are what the API serves,
+    and the other way round.  The server is started once per run, on first
+    use, and shared by every xdist worker; each test's key keeps its data apart.
+    """
+    from .http.testing import stripe_for
+
+    with stripe_for(_http_url(request.config), papertiger_namespace) as api:
+        yield api
 
 
 @pytest.fixture(autouse=True)
