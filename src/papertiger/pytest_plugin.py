@@ -98,6 +98,7 @@ __all__ = [
     "once_fixture",
     "papertiger_namespace",
     "papertiger_stripe",
+    "run_namespace",
 ]
 
 #: Key of the run's details in an xdist worker's ``workerinput`` (and ``workeroutput``).
@@ -261,6 +262,7 @@ def pytest_configure(config: pytest.Config) -> None:
     else:
         run = _choose_store(config, stack)
     config.stash[_RUN] = run
+    _set_this_run(run, stack)
 
 
 def _choose_store(config: pytest.Config, stack: contextlib.ExitStack) -> RunInfo:
@@ -412,6 +414,41 @@ def pytest_report_header(config: pytest.Config) -> str | None:
 
 
 # -- the per-test namespace ------------------------------------------------------------
+
+
+#: The run this process takes part in (set in ``pytest_configure``), for :func:`run_namespace`.
+_this_run: RunInfo | None = None
+
+
+def _set_this_run(run: RunInfo, stack: contextlib.ExitStack) -> None:
+    global _this_run
+    previous, _this_run = _this_run, run
+
+    def restore() -> None:  # an in-process run (pytester) hands the outer one back
+        global _this_run
+        _this_run = previous
+
+    stack.callback(restore)
+
+
+def run_namespace(*parts: str) -> Namespace:
+    """A namespace of this test run, shared by all its workers and outside every test's.
+
+    ``("pytest-<run>", "shared", *parts)``: what a :func:`once_fixture` should
+    write into when the run's store outlives it (a daemon, Redis), because the
+    run's whole ``pytest-<run>`` subtree is cleared at its end and two runs
+    never see each other's.  Call it once the run is configured (in a
+    conftest, a fixture or a test).
+
+    >>> run_namespace("catalogue")  # doctest: +SKIP
+    ('pytest-1a2b3c4d', 'shared', 'catalogue')
+    """
+    if _this_run is None:
+        raise RuntimeError(
+            "run_namespace() needs a pytest run with the papertiger plugin: call it from a "
+            "conftest, a fixture or a test, not at import time of a plugin."
+        )
+    return normalize_namespace((*_this_run.root, "shared", *parts))
 
 
 def _run_of(config: pytest.Config) -> RunInfo:
@@ -592,7 +629,7 @@ def once_fixture(
     func: None = None,
     *,
     key: str | None = None,
-    namespace: NamespaceLike = GLOBAL,
+    namespace: NamespaceLike | Callable[[], NamespaceLike] = GLOBAL,
     scope: str = "session",
     name: str | None = None,
 ) -> Callable[[F], F]: ...
@@ -602,7 +639,7 @@ def once_fixture(
     func: Callable[..., Any] | None = None,
     *,
     key: str | None = None,
-    namespace: NamespaceLike = GLOBAL,
+    namespace: NamespaceLike | Callable[[], NamespaceLike] = GLOBAL,
     scope: str = "session",
     name: str | None = None,
 ) -> Any:
@@ -611,13 +648,16 @@ def once_fixture(
     The function runs in the first process that needs the fixture (other
     workers wait, then get the same value); it runs with ``namespace``
     current (:data:`papertiger.GLOBAL` by default), so records it writes are
-    shared and no test's cleanup removes them.  Its value must be msgpack-able.
-    It may take other fixtures as arguments; it may not be a generator.
-    ``key`` defaults to the function's module and qualified name.
+    shared and no test's cleanup removes them.  ``namespace`` may be a
+    function that returns one, called when the value is first needed: pass
+    ``lambda: run_namespace("catalogue")`` for a namespace of the run, which
+    is cleared with the run on a store that outlives it.  Its value must be
+    msgpack-able.  It may take other fixtures as arguments; it may not be a
+    generator.  ``key`` defaults to the function's module and qualified name.
 
     Usage::
 
-        @once_fixture
+        @once_fixture(namespace=lambda: run_namespace("catalogue"))
         def catalogue():
             return [Products.insert({"name": n}) for n in ("basic", "pro")]
     """
@@ -629,10 +669,12 @@ def once_fixture(
                 "for all workers cannot be torn down per worker (no yield, no async def)."
             )
         once_key = key or f"fixture:{fn.__module__}.{fn.__qualname__}"
-        ns = normalize_namespace(namespace)
+        fixed = None if callable(namespace) else normalize_namespace(namespace)
 
         @functools.wraps(fn)
         def made_once(*args: Any, **kwargs: Any) -> Any:
+            ns = fixed if fixed is not None else normalize_namespace(namespace())  # type: ignore[operator]
+
             def factory() -> Any:
                 with use_namespace(ns):
                     return fn(*args, **kwargs)

@@ -212,3 +212,25 @@ def test_two_runs_at_the_same_time_do_not_see_each_other(
         check_run(out, found.group(2), 18)  # each run made its own once results
     assert run_ids[0] != run_ids[1]
     assert snapshot(outside) == before
+
+
+EXAMPLE_SUITE = Path(__file__).resolve().parents[2] / "examples" / "checkout_suite"
+
+
+def test_the_sample_suite_runs_twice_on_one_redis(
+    server: RedisServer, outside: RedisBackend, clean_env: None
+) -> None:
+    """Its catalogue lives in a namespace of the run, so a second run seeds its own."""
+    before = seed_others(outside)
+    for _ in range(2):
+        proc = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2"],
+            cwd=EXAMPLE_SUITE,
+            env={**os.environ, env.URL: server.url},
+            capture_output=True,
+            text=True,
+            timeout=RUN_TIMEOUT,
+        )
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        assert "206 passed" in proc.stdout
+    assert snapshot(outside) == before  # nothing of either run is left
