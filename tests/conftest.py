@@ -1,4 +1,4 @@
-"""Shared fixtures: a private manager per test module, and the /dev/shm check."""
+"""Shared fixtures: a private manager per test module (and the /dev/shm check), real Redis."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 
 import papertiger
 from papertiger.engine.shm import list_segments
-from support import DaemonEnv
+from redis_servers import RedisCluster, RedisServer
+from support import DaemonEnv, need_program
 
 
 def our_segments() -> set[str]:
@@ -43,3 +44,29 @@ def env() -> Iterator[DaemonEnv]:
         yield e
     finally:
         e.cleanup()
+
+
+# -- Redis (real servers, started here; see redis_servers.py) ---------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A private redis-server on a Unix socket, for the whole session (of this worker)."""
+    binary = need_program("redis-server", "apt-get install redis-server")
+    server = RedisServer(binary)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """A 3-master Redis Cluster on free loopback ports, for the whole session."""
+    binary = need_program("redis-server", "apt-get install redis-server")
+    cli = need_program("redis-cli", "apt-get install redis-tools")
+    cluster = RedisCluster(binary, cli)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

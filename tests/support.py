@@ -11,9 +11,12 @@ import sys
 import tempfile
 import textwrap
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from papertiger import env as papertiger_env
+from papertiger.backends.base import Backend
 from papertiger.engine.shm import list_segments, pid_alive
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,3 +144,21 @@ def need_program(name: str, install: str) -> str:
             pytest.fail(f"{message} ({ENV_REQUIRE_PROGRAMS} is set)", pytrace=False)
         pytest.skip(message)
     return path
+
+
+@dataclass
+class BackendUnderTest:
+    """The backend a test runs on, and how to reach it from another process."""
+
+    name: str
+    backend: Backend
+    namespace: str
+    #: variables that point a child process at this store (None: unset it)
+    environ: dict[str, str | None]
+
+    def child_env(self) -> dict[str, str]:
+        """``os.environ`` for a child: this store, no inherited namespace or once scope."""
+        skip = {papertiger_env.NAMESPACE, papertiger_env.ONCE_SCOPE, *papertiger_env.CONNECTION}
+        base = {k: v for k, v in os.environ.items() if k not in skip}
+        base.update({k: v for k, v in self.environ.items() if v is not None})
+        return base

@@ -41,6 +41,7 @@ TINY = [
     "--scaling-seconds", "0.05",
     "--catchup-effects", "50",
     "--batch", "50",
+    "--no-http",  # the Stripe API figures have their own smoke test (tests/http)
     "--no-progress",
 ]  # fmt: skip
 
@@ -143,10 +144,17 @@ def test_bench_smoke(tmp_path: Path) -> None:
         assert redis["available"], redis
         assert ("get", "redis", 300) in by_case
         assert ("list", "redis", 300) in by_case
+        on_redis = raw["on_redis"]  # papertiger on Redis against the raw commands
+        assert on_redis["available"], on_redis
+        assert set(on_redis["overhead"]) == {"get", "list", "insert"}
+        assert all(ratio > 0 for ratio in on_redis["overhead"].values())
+        assert "papertiger on Redis against the raw redis-py commands" in proc.stdout
+        assert "papertiger on Redis: insert ≤ 1.3× the raw commands" in proc.stdout
     else:
         assert not redis["available"]
         assert redis["reason"] and not any(c[1] == "redis" for c in by_case)
         assert "Redis peer skipped" in proc.stdout
+        assert not raw["on_redis"]["available"] and raw["on_redis"]["reason"]
 
     statuses = {t["status"] for t in raw["targets"]}
     assert statuses <= {"met", "missed", "skipped"}

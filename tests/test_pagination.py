@@ -1,4 +1,7 @@
-"""Stripe's list rules (DESIGN.md), on the pure functions and through the real Store API."""
+"""Stripe's list rules (DESIGN.md) on the pure functions.
+
+The same rules through the Store API, on every backend: ``tests/conformance/test_list.py``.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,6 @@ from typing import Any
 import msgpack
 import pytest
 
-import papertiger
 from papertiger.core.pagination import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
@@ -17,7 +19,6 @@ from papertiger.core.pagination import (
 from papertiger.core.pagination import select_page as select_query
 from papertiger.core.state import PUT, State
 from papertiger.errors import InvalidRequest, NotFound
-from papertiger.store import CheckoutSessions, Customers
 
 
 def select_page(
@@ -106,105 +107,3 @@ def test_unknown_cursor_is_not_found_naming_the_cursor(name: str, size: int) -> 
         select_page(part, 10, resource="checkout.session", **kwargs)
     assert info.value.param == name
     assert "cs_nope" in info.value.message and "checkout.session" in info.value.message
-
-
-# -- through the Store API ----------------------------------------------------------------------
-
-
-def cursor(name: str, value: str) -> dict[str, Any]:
-    return {name: value}
-
-
-def seed(n: int) -> list[str]:
-    """``n`` sessions, all with the same ``created``: order is later insert first."""
-    made = CheckoutSessions.insert_many([{"created": 1_700_000_000} for _ in range(n)])
-    return [r["id"] for r in reversed(made)]
-
-
-def test_default_limit_is_10_and_max_is_100(fresh_namespace: str) -> None:
-    order = seed(120)
-    page = CheckoutSessions.list()
-    assert [r["id"] for r in page] == order[:DEFAULT_LIMIT] and page.has_more
-    page = CheckoutSessions.list(limit=MAX_LIMIT)
-    assert [r["id"] for r in page] == order[:MAX_LIMIT] and page.has_more
-    page = CheckoutSessions.list(limit=MAX_LIMIT, starting_after=order[99])
-    assert [r["id"] for r in page] == order[100:] and not page.has_more
-
-
-@pytest.mark.parametrize("limit", BAD_LIMITS)
-def test_store_list_rejects_bad_limits(fresh_namespace: str, limit: Any) -> None:
-    seed(2)
-    with pytest.raises(InvalidRequest) as info:
-        CheckoutSessions.list(limit=limit)
-    assert info.value.param == "limit"
-    assert isinstance(info.value, ValueError)  # InvalidRequest is also a ValueError
-
-
-def test_store_list_refuses_both_cursors(fresh_namespace: str) -> None:
-    order = seed(3)
-    with pytest.raises(InvalidRequest):
-        CheckoutSessions.list(starting_after=order[0], ending_before=order[2])
-
-
-@pytest.mark.parametrize("name", ["starting_after", "ending_before"])
-def test_store_unknown_cursor(fresh_namespace: str, name: str) -> None:
-    order = seed(3)
-    with pytest.raises(NotFound) as info:
-        CheckoutSessions.list(**cursor(name, "cs_missing"))
-    assert info.value.param == name
-    assert isinstance(info.value, KeyError)
-    # a cursor from another namespace is unknown here, too
-    with papertiger.use_namespace(fresh_namespace + "-other"), pytest.raises(NotFound) as info:
-        CheckoutSessions.list(**cursor(name, order[1]))
-    assert info.value.param == name
-
-
-def test_store_walks_both_ways(fresh_namespace: str) -> None:
-    order = seed(23)
-    seen: list[str] = []
-    page = CheckoutSessions.list(limit=5)
-    while True:
-        seen += [r["id"] for r in page]
-        if not page.has_more:
-            break
-        page = CheckoutSessions.list(limit=5, starting_after=page.data[-1]["id"])
-    assert seen == order
-    back: list[str] = []
-    page = CheckoutSessions.list(limit=5, ending_before=order[-1])
-    while True:
-        back += [r["id"] for r in reversed(page.data)]
-        if not page.has_more:
-            break
-        page = CheckoutSessions.list(limit=5, ending_before=page.data[0]["id"])
-    assert [order[-1], *back] == list(reversed(order))
-
-
-def test_url_is_the_resource_path_and_to_dict_shape(fresh_namespace: str) -> None:
-    order = seed(3)
-    page = CheckoutSessions.list(limit=2)
-    assert page.url == "/v1/checkout/sessions"
-    body = page.to_dict()
-    assert list(body) == ["object", "data", "has_more", "url"]
-    assert body["object"] == "list" and body["has_more"] is True
-    assert body["url"] == "/v1/checkout/sessions"
-    assert [r["id"] for r in body["data"]] == order[:2]
-    assert page["data"] is page.data and page["object"] == "list"
-    with pytest.raises(KeyError):
-        page["nope"]
-    assert len(page) == 2 and [r["id"] for r in page] == order[:2]
-    assert Customers.list().url == "/v1/customers"
-    empty = Customers.list()
-    assert empty.to_dict() == {
-        "object": "list",
-        "data": [],
-        "has_more": False,
-        "url": "/v1/customers",
-    }
-
-
-def test_list_is_scoped_to_the_namespace(fresh_namespace: str) -> None:
-    order = seed(4)
-    with papertiger.use_namespace((fresh_namespace, "acct_1")):
-        assert CheckoutSessions.list().data == []
-        seed(1)
-    assert [r["id"] for r in CheckoutSessions.list()] == order

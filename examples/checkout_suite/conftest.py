@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from shop import CATALOGUE_NAMESPACE, seed_catalogue
+from shop import catalogue_namespace, seed_catalogue
 
 from papertiger.pytest_plugin import once_fixture
 
 
-@once_fixture(namespace=CATALOGUE_NAMESPACE)
+@once_fixture(namespace=catalogue_namespace)
 def catalogue() -> dict[str, Any]:
     """Products and prices, seeded by the first worker that needs them; others wait."""
     return seed_catalogue()

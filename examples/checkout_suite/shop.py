@@ -1,19 +1,25 @@
 """A small shop on top of papertiger: a catalogue, customers, checkout sessions.
 
 The catalogue (products and prices) is seeded once per run for every
-worker; customers and checkout sessions are made by each test in its own
-namespace, from papertiger's realistic Stripe fixtures.
+worker, in a namespace of the run; customers and checkout sessions are made
+by each test in its own namespace, from papertiger's realistic Stripe
+fixtures.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from papertiger import Store
 from papertiger.fixtures import checkout_session, customer
-from papertiger.store import CheckoutSessions, Customers
+from papertiger.pytest_plugin import run_namespace
+from papertiger.store import CheckoutSessions, Customers, Prices, Products
 
-CATALOGUE_NAMESPACE = "catalogue"
+
+def catalogue_namespace() -> tuple[str, ...]:
+    """The run's own catalogue namespace: shared by every worker, outside every test's
+    namespace, and cleared with the run even on a store that outlives it (Redis, a daemon)."""
+    return run_namespace("catalogue")
+
 
 PLANS = [
     ("Paperback", 1299),
@@ -25,21 +31,6 @@ PLANS = [
     ("Bookmark", 299),
     ("Tote bag", 1599),
 ]
-
-
-class Products(Store):
-    table_name = "products"
-    resource = "product"
-    prefix = "prod"
-    url = "/v1/products"
-
-
-class Prices(Store):
-    table_name = "prices"
-    resource = "price"
-    prefix = "price"
-    url = "/v1/prices"
-    indexes = ("product",)
 
 
 def seed_catalogue() -> dict[str, Any]:

@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # pragma: no cover - the lazy names below, for type checkers
     from .backends.base import Backend
     from .core.pagination import StripeList
     from .engine.connection import Server
+    from .http import api_key_for, serve_http
     from .store import Store
 
 __all__ = [
@@ -42,11 +43,13 @@ __all__ = [
     "StoreUnavailable",
     "StripeList",
     "__version__",
+    "api_key_for",
     "connect",
     "current_namespace",
     "disconnect",
     "once",
     "serve",
+    "serve_http",
     "set_default_namespace",
     "use_namespace",
 ]
@@ -58,9 +61,11 @@ _LAZY = {
     "Server": ".engine.connection",
     "Store": ".store",
     "StripeList": ".core.pagination",
+    "api_key_for": ".http",
     "connect": ".backends",
     "disconnect": ".backends",
     "serve": ".backends",
+    "serve_http": ".http",
 }
 
 

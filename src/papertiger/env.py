@@ -2,7 +2,8 @@
 
 =============================  ===============================================
 ``PAPERTIGER_URL``             a Redis URL: every process uses that store
-                               (``redis://``, ``rediss://``, ``unix://``)
+                               (``redis://``, ``rediss://``, ``unix://``,
+                               ``redis+cluster://``; see the README)
 ``PAPERTIGER_ADDRESS``         the socket of a running shared-memory manager
 ``PAPERTIGER_AUTHKEY``         its authkey, as hex
 ``PAPERTIGER_START``           the manager to start on first use when nobody

@@ -81,4 +81,11 @@ def once(key: str, factory: Callable[[], Any]) -> Any:
                 running.discard(key)
 
         stored = backend.once(key, make)
-    return msgpack.unpackb(stored)
+    try:
+        return msgpack.unpackb(stored)
+    except Exception as exc:
+        raise StoreError(
+            f"The stored result of once({key!r}) could not be decoded ({type(exc).__name__}: "
+            f"{exc}); something else wrote it. Forget it (its backend's once_forget) to make "
+            "it again."
+        ) from None

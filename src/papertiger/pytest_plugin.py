@@ -46,6 +46,15 @@ run's id (``PAPERTIGER_ONCE_SCOPE``) and the run's results are deleted at
 its end, so a factory still runs once per run.  :func:`once_fixture` turns a
 function into a session fixture made once across all workers.
 
+**Stripe's HTTP API.**  The ``papertiger_stripe`` fixture needs a server
+that speaks Stripe's API over the run's store.  The controller only names a
+private directory for it (the on-demand manager's, or a fresh one); the
+first test that asks starts one server process there, under a lock
+(:func:`papertiger.http.server.ensure_server`), with the variables that name
+the run's store; every worker then finds it through ``http.json``.  It
+follows the controller out and is stopped at the end of the run.  Tests stay
+apart because each one's API key names its own namespace.
+
 **Reports.**  A failing test's report gets a ``papertiger`` section naming
 its namespace; with ``--papertiger-dump`` it also lists the records the test
 left there (read before teardown clears them).
@@ -82,7 +91,15 @@ from .namespace import (
     use_namespace,
 )
 
-__all__ = ["RunInfo", "clear_namespace", "dump_namespace", "once_fixture", "papertiger_namespace"]
+__all__ = [
+    "RunInfo",
+    "clear_namespace",
+    "dump_namespace",
+    "once_fixture",
+    "papertiger_namespace",
+    "papertiger_stripe",
+    "run_namespace",
+]
 
 #: Key of the run's details in an xdist worker's ``workerinput`` (and ``workeroutput``).
 WORKERINPUT_KEY = "papertiger"
@@ -105,6 +122,9 @@ class RunInfo:
     authkey: str = ""  # hex
     url: str = ""
     owner_pid: int = 0
+    #: the run's private directory for its HTTP server (papertiger_stripe), and its owner
+    http_dir: str = ""
+    http_owner: int = 0
     worker: str = "main"
     _reruns: dict[str, int] = field(default_factory=dict, repr=False)
 
@@ -126,6 +146,8 @@ class RunInfo:
             "authkey": self.authkey,
             "url": self.url,
             "owner_pid": self.owner_pid,
+            "http_dir": self.http_dir,
+            "http_owner": self.http_owner,
         }
 
     def environ(self) -> dict[str, str | None]:
@@ -181,8 +203,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         dest="papertiger_url",
         default=None,
         metavar="URL",
-        help="keep the run's data in the Redis at URL (redis://, rediss://, unix://) instead "
-        f"of a shared-memory manager; default: ${env.URL}.",
+        help="keep the run's data in the Redis at URL (redis://, rediss://, unix://, "
+        f"redis+cluster://) instead of a shared-memory manager; default: ${env.URL}.",
     )
     group.addoption(
         "--papertiger-address",
@@ -240,6 +262,7 @@ def pytest_configure(config: pytest.Config) -> None:
     else:
         run = _choose_store(config, stack)
     config.stash[_RUN] = run
+    _set_this_run(run, stack)
 
 
 def _choose_store(config: pytest.Config, stack: contextlib.ExitStack) -> RunInfo:
@@ -279,6 +302,7 @@ def _choose_store(config: pytest.Config, stack: contextlib.ExitStack) -> RunInfo
             owner_pid=os.getpid(),
         )
         stack.callback(_end_on_demand, run)  # the very last: after every connection is gone
+    _plan_http(run, stack)
     stack.enter_context(env.exported(run.environ()))
     stack.enter_context(_pointed_at(run))
     if run.external:
@@ -392,6 +416,41 @@ def pytest_report_header(config: pytest.Config) -> str | None:
 # -- the per-test namespace ------------------------------------------------------------
 
 
+#: The run this process takes part in (set in ``pytest_configure``), for :func:`run_namespace`.
+_this_run: RunInfo | None = None
+
+
+def _set_this_run(run: RunInfo, stack: contextlib.ExitStack) -> None:
+    global _this_run
+    previous, _this_run = _this_run, run
+
+    def restore() -> None:  # an in-process run (pytester) hands the outer one back
+        global _this_run
+        _this_run = previous
+
+    stack.callback(restore)
+
+
+def run_namespace(*parts: str) -> Namespace:
+    """A namespace of this test run, shared by all its workers and outside every test's.
+
+    ``("pytest-<run>", "shared", *parts)``: what a :func:`once_fixture` should
+    write into when the run's store outlives it (a daemon, Redis), because the
+    run's whole ``pytest-<run>`` subtree is cleared at its end and two runs
+    never see each other's.  Call it once the run is configured (in a
+    conftest, a fixture or a test).
+
+    >>> run_namespace("catalogue")  # doctest: +SKIP
+    ('pytest-1a2b3c4d', 'shared', 'catalogue')
+    """
+    if _this_run is None:
+        raise RuntimeError(
+            "run_namespace() needs a pytest run with the papertiger plugin: call it from a "
+            "conftest, a fixture or a test, not at import time of a plugin."
+        )
+    return normalize_namespace((*_this_run.root, "shared", *parts))
+
+
 def _run_of(config: pytest.Config) -> RunInfo:
     run = config.stash.get(_RUN, None)
     if run is None:
@@ -429,6 +488,70 @@ def papertiger_namespace(request: pytest.FixtureRequest) -> Iterator[Namespace]:
                 os.environ.pop(env.NAMESPACE, None)
             else:
                 os.environ[env.NAMESPACE] = saved_env
+
+
+# -- Stripe's HTTP API ---------------------------------------------------------------
+
+_HTTP_URL = pytest.StashKey[str]()
+
+
+def _plan_http(run: RunInfo, stack: contextlib.ExitStack) -> None:
+    """Where the run's HTTP server will live if a test asks for one; starts nothing."""
+    if run.kind == ON_DEMAND:
+        run.http_dir = os.path.dirname(run.address)  # the run's private directory
+    else:
+        run.http_dir = tempfile.mkdtemp(prefix="ptg-run-")  # 0700
+        stack.callback(shutil.rmtree, run.http_dir, True)
+    run.http_owner = os.getpid()
+    stack.callback(_stop_http, run)  # before the store it uses goes
+
+
+def _stop_http(run: RunInfo) -> None:
+    if run.http_dir and os.path.isdir(run.http_dir):
+        from .http.server import stop_server
+
+        stop_server(run.http_dir)
+
+
+def _http_url(config: pytest.Config) -> str:
+    """The run's HTTP server: started on first use in the run, then shared by every worker."""
+    url = config.stash.get(_HTTP_URL, None)
+    if url is not None:
+        return url
+    run = _run_of(config)
+    if run.http_dir and run.http_owner:
+        from .http.server import ensure_server
+
+        environ = {**run.environ(), env.NAMESPACE: None}  # namespaces come from the keys
+        url = ensure_server(run.http_dir, environ, run.http_owner).url
+    else:  # a worker whose controller runs without this plugin: a server in this process
+        from .http.server import serve_http
+
+        stack = config.stash.get(_CLEANUP, None)
+        if stack is None:
+            stack = config.stash[_CLEANUP] = contextlib.ExitStack()
+        url = stack.enter_context(serve_http()).url
+    config.stash[_HTTP_URL] = url
+    return url
+
+
+@pytest.fixture
+def papertiger_stripe(request: pytest.FixtureRequest, papertiger_namespace: Namespace) -> Any:
+    """stripe-python pointed at papertiger, in this test's namespace.
+
+    Yields an object with ``.url`` (the server), ``.api_key`` (a key that
+    reads and writes this test's namespace), ``.client`` (a
+    ``stripe.StripeClient`` using both), and ``.pay(session)`` /
+    ``.cancel(session)`` (the hosted checkout page's buttons).  While the test
+    runs, ``stripe.api_key`` and ``stripe.api_base`` point at papertiger too.
+    Records the test writes through the store API are what the API serves,
+    and the other way round.  The server is started once per run, on first
+    use, and shared by every xdist worker; each test's key keeps its data apart.
+    """
+    from .http.testing import stripe_for
+
+    with stripe_for(_http_url(request.config), papertiger_namespace) as api:
+        yield api
 
 
 @pytest.fixture(autouse=True)
@@ -506,7 +629,7 @@ def once_fixture(
     func: None = None,
     *,
     key: str | None = None,
-    namespace: NamespaceLike = GLOBAL,
+    namespace: NamespaceLike | Callable[[], NamespaceLike] = GLOBAL,
     scope: str = "session",
     name: str | None = None,
 ) -> Callable[[F], F]: ...
@@ -516,7 +639,7 @@ def once_fixture(
     func: Callable[..., Any] | None = None,
     *,
     key: str | None = None,
-    namespace: NamespaceLike = GLOBAL,
+    namespace: NamespaceLike | Callable[[], NamespaceLike] = GLOBAL,
     scope: str = "session",
     name: str | None = None,
 ) -> Any:
@@ -525,13 +648,16 @@ def once_fixture(
     The function runs in the first process that needs the fixture (other
     workers wait, then get the same value); it runs with ``namespace``
     current (:data:`papertiger.GLOBAL` by default), so records it writes are
-    shared and no test's cleanup removes them.  Its value must be msgpack-able.
-    It may take other fixtures as arguments; it may not be a generator.
-    ``key`` defaults to the function's module and qualified name.
+    shared and no test's cleanup removes them.  ``namespace`` may be a
+    function that returns one, called when the value is first needed: pass
+    ``lambda: run_namespace("catalogue")`` for a namespace of the run, which
+    is cleared with the run on a store that outlives it.  Its value must be
+    msgpack-able.  It may take other fixtures as arguments; it may not be a
+    generator.  ``key`` defaults to the function's module and qualified name.
 
     Usage::
 
-        @once_fixture
+        @once_fixture(namespace=lambda: run_namespace("catalogue"))
         def catalogue():
             return [Products.insert({"name": n}) for n in ("basic", "pro")]
     """
@@ -543,10 +669,12 @@ def once_fixture(
                 "for all workers cannot be torn down per worker (no yield, no async def)."
             )
         once_key = key or f"fixture:{fn.__module__}.{fn.__qualname__}"
-        ns = normalize_namespace(namespace)
+        fixed = None if callable(namespace) else normalize_namespace(namespace)
 
         @functools.wraps(fn)
         def made_once(*args: Any, **kwargs: Any) -> Any:
+            ns = fixed if fixed is not None else normalize_namespace(namespace())  # type: ignore[operator]
+
             def factory() -> Any:
                 with use_namespace(ns):
                     return fn(*args, **kwargs)

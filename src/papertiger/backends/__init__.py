@@ -85,15 +85,22 @@ def _choose() -> Backend:
 
 def in_use() -> bool:
     """True when this process has talked to a store (never connects by itself). O(backends)."""
-    return SHM.in_use() or any(backend.in_use() for backend in list(_by_url.values()))
+    explicit = _explicit
+    return (
+        SHM.in_use()
+        or any(backend.in_use() for backend in list(_by_url.values()))
+        or (explicit is not None and explicit.in_use())
+    )
 
 
 def backend_for_url(url: str) -> Backend:
     """The backend a URL names (one per URL in this process). O(1) once made.
 
-    ``redis://``, ``rediss://`` and ``unix://`` select Redis (see
-    :mod:`.redis` for the forms, Cluster included); anything else is refused
-    with :class:`~papertiger.InvalidRequest`.
+    ``redis://``, ``rediss://`` and ``unix://`` select Redis,
+    ``redis+cluster://`` and ``rediss+cluster://`` a Redis Cluster (see
+    :func:`.redis_layout.parse_redis_url` for the forms and options, such as
+    ``?prefix=``); anything else is refused with
+    :class:`~papertiger.InvalidRequest`.
     """
     with _lock:
         backend = _by_url.get(url)
@@ -102,12 +109,13 @@ def backend_for_url(url: str) -> Backend:
             if scheme not in REDIS_SCHEMES:
                 raise InvalidRequest(
                     f"Invalid url: {redact(url)} names no papertiger backend; use "
-                    "redis://host:port/db, rediss://..., unix:///path/redis.sock?db=N "
-                    "(or, for a shared-memory manager, connect(address, authkey)).",
+                    "redis://host:port/db, rediss://..., unix:///path/redis.sock?db=N, "
+                    "redis+cluster://host:port (or, for a shared-memory manager, "
+                    "connect(address, authkey)).",
                     param="url",
                 )
             # only processes that use Redis import redis-py
-            from .redis import RedisBackend  # type: ignore[import-not-found,unused-ignore]
+            from .redis import RedisBackend
 
             backend = _by_url[url] = RedisBackend.from_url(url)
         return backend
@@ -125,6 +133,7 @@ def connect(url_or_address: str, authkey: bytes | str | None = None) -> Backend:
     global _explicit
     if authkey is None:
         backend = backend_for_url(url_or_address)
+        backend.ping()
     else:
         connection.connect_manager(url_or_address, authkey)
         backend = SHM

@@ -159,6 +159,12 @@ class Backend(abc.ABC):
         never touched the store.
         """
 
+    def ping(self) -> None:  # noqa: B027 - optional hook
+        """Raise :class:`~papertiger.StoreUnavailable` unless the store answers.
+
+        ``papertiger.connect(url)`` calls it, so a wrong URL fails there.
+        """
+
     def stats(self) -> dict[str, Any]:
         """Figures for ``status`` and reports; a backend adds what it knows."""
         return {"backend": self.description}

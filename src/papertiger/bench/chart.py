@@ -1,10 +1,10 @@
 """The PNG: the run's figures as one picture a person would rather read than the tables.
 
-Five panels: the cost of every operation side by side (log scale; papertiger
-and each peer in their own colour, the floor a black bar across each
-group); read throughput by reader processes; write throughput by writer
-processes; cost by namespace size relative to the smallest; memory per byte
-held.
+Five panels, six with papertiger on Redis: the cost of every operation side
+by side (log scale; papertiger and each peer in their own colour, the floor a
+black bar across each group); read throughput by reader processes; write
+throughput by writer processes; cost by namespace size relative to the
+smallest; memory per byte held; and papertiger on Redis when it ran.
 """
 
 from __future__ import annotations
@@ -256,13 +256,16 @@ def draw(raw: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig = plt.figure(figsize=(19, 9.5), dpi=100)
-    grid = fig.add_gridspec(2, 4, height_ratios=[1.25, 1], hspace=0.32, wspace=0.28)
+    panels: list[Any] = [_scaling, _writers, _growth, _memory]
+    if raw.get("on_redis", {}).get("available"):
+        from .on_redis import draw_panel
+
+        panels.append(draw_panel)
+    fig = plt.figure(figsize=(4.75 * len(panels), 9.5), dpi=100)
+    grid = fig.add_gridspec(2, len(panels), height_ratios=[1.25, 1], hspace=0.32, wspace=0.28)
     _operations(fig.add_subplot(grid[0, :]), raw)
-    _scaling(fig.add_subplot(grid[1, 0]), raw)
-    _writers(fig.add_subplot(grid[1, 1]), raw)
-    _growth(fig.add_subplot(grid[1, 2]), raw)
-    _memory(fig.add_subplot(grid[1, 3]), raw)
+    for column, panel in enumerate(panels):
+        panel(fig.add_subplot(grid[1, column]), raw)
     load = raw.get("machine", {}).get("load_note")
     fig.suptitle(
         f"papertiger bench ({raw['plan']['name']}), {raw.get('date', '')}: {machine_line(raw)}"

@@ -17,6 +17,8 @@ median of interleaved samples taken in the same run; ratios compare figures
 of the same run. Writes results.json, pyperf.json, table.txt, table.md and
 chart.png under --out.
 
+  --http-only  only Stripe's HTTP API through stripe-python: papertiger against
+             localstripe and the HTTP floor (http.json, http.txt, http.md)
   --quick    about a minute on 2 cores (growth at 1k and 10k records)
   (default)  a few minutes (growth at 1k and 100k records)
   --full     adds the 1M-record growth run (about 20 GB of memory at its peak)
@@ -72,6 +74,18 @@ def register(subparsers: Any) -> None:
         help="run the worker and every server on CPU N while operations are timed",
     )
     knobs.add_argument("--no-redis", action="store_true", help="leave Redis out")
+    knobs.add_argument(
+        "--no-http", action="store_true", help="leave out Stripe's HTTP API (stripe-python)"
+    )
+    knobs.add_argument(
+        "--http-only",
+        action="store_true",
+        help="measure only Stripe's HTTP API against localstripe and the HTTP floor",
+    )
+    knobs.add_argument("--http-requests", type=int, help="requests per HTTP client per sample")
+    knobs.add_argument(
+        "--http-customers", type=int, help="customers seeded before HTTP reads are timed"
+    )
     knobs.add_argument("--no-chart", action="store_true", help="write no PNG")
     knobs.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     knobs.add_argument(
@@ -112,10 +126,26 @@ def _main(args: argparse.Namespace) -> int:
         chart=False if args.no_chart else None,
         profile=True if args.profile else None,
         pin_cpu=args.pin_cpu,
+        http=False if args.no_http else None,
+        http_requests=args.http_requests,
+        http_repeats=args.repeats,
+        http_customers=args.http_customers,
     )
     try:
         plan.check()
     except ValueError as exc:
         print(f"papertiger bench: {exc}", file=sys.stderr)
         return 2
+    if args.http_only:
+        from .stripe_api import run_standalone
+
+        return run_standalone(
+            args.out,
+            requests=plan.http_requests,
+            repeats=plan.http_repeats,
+            customers=plan.http_customers,
+            clients=plan.http_clients,
+            budget=plan.http_budget,
+            progress=not args.no_progress,
+        )
     return run(plan, args.out, progress=not args.no_progress)

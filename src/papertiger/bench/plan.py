@@ -63,6 +63,16 @@ class Plan:
     #: run the worker and every server on this one CPU while operations are timed
     #: (see the README: round trips then cost the same every time)
     pin_cpu: int | None = None
+    #: measure Stripe's HTTP API through stripe-python (see bench/stripe_api.py)
+    http: bool = True
+    #: requests per client per HTTP sample (cut short after http_budget seconds)
+    http_requests: int = 300
+    http_budget: float = 3.0
+    #: rounds of HTTP samples, and customers seeded before any read is timed
+    http_repeats: int = 5
+    http_customers: int = 1_000
+    #: client-process counts of the HTTP samples
+    http_clients: tuple[int, ...] = (1, 4)
 
     def with_overrides(self, **changes: Any) -> Plan:
         """A copy with the non-None ``changes`` applied."""
@@ -84,6 +94,10 @@ class Plan:
             raise ValueError("batch and catchup_effects must be at least 1.")
         if self.sample_seconds <= 0 or self.scaling_seconds <= 0:
             raise ValueError("sample_seconds and scaling_seconds must be positive.")
+        if self.http_requests < 1 or self.http_repeats < 1 or self.http_customers < 1:
+            raise ValueError("http_requests, http_repeats and http_customers must be at least 1.")
+        if not self.http_clients or min(self.http_clients) < 1:
+            raise ValueError(f"HTTP client counts must be at least 1, got {self.http_clients}.")
         if self.pin_cpu is not None and self.pin_cpu not in _cpus():
             raise ValueError(f"pin_cpu {self.pin_cpu} is not one of this process's CPUs {_cpus()}.")
 
@@ -106,6 +120,10 @@ PRESETS: dict[str, Plan] = {
         scaling_seconds=0.25,
         scaling_repeats=3,
         catchup_effects=1_000,
+        http_requests=150,
+        http_budget=1.5,
+        http_repeats=3,
+        http_customers=300,
     ),
     "default": Plan(),
     "full": Plan(name="full", sizes=(1_000, 100_000, 1_000_000)),

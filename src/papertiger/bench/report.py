@@ -21,6 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from . import on_redis
+
 __all__ = [
     "LABELS",
     "analyse",
@@ -251,6 +253,8 @@ def _targets(raw: dict[str, Any]) -> list[dict[str, Any]]:
         if largest < 1_000_000:
             name += " (1M with --full)"
         out.append(_target(name, row["largest_vs_smallest"], "<=", 1.25, "one size only"))
+    for name, value, why in on_redis.targets(raw):
+        out.append(_target(name, value, "<=", on_redis.TARGET, why))
     mem = raw.get("memory_ratios", {}).get("replica", {})
     out.append(
         _target(
@@ -463,6 +467,7 @@ def _sections(
         ),
         ("Growth: papertiger's time per operation by namespace size", growth_rows),
         ("Memory against the msgpack bytes held", memory_rows),
+        (on_redis.title(raw), on_redis.rows),
     ]
 
 

@@ -256,6 +256,25 @@ def _measure(plan: Plan, out: Path, bar: ProgressBar) -> dict[str, Any]:
             bar.update,
         )
         del mdicts
+        if redis_socket is not None:  # papertiger on Redis against the raw commands it sends
+            from .on_redis import measure as measure_on_redis
+
+            raw["on_redis"] = measure_on_redis(ctx, redis_socket, plan, bar.update)
+        else:
+            raw["on_redis"] = {"available": False, "reason": why}
+        if plan.http:
+            from .stripe_api import measure as measure_http
+
+            raw["http"] = measure_http(
+                store_env=dict(server.environ()),
+                workdir=workdir,
+                requests=plan.http_requests,
+                repeats=plan.http_repeats,
+                customers=plan.http_customers,
+                clients=plan.http_clients,
+                budget=plan.http_budget,
+                progress=bar.message,
+            )
     return raw
 
 
@@ -328,8 +347,14 @@ def run(plan: Plan, out: Path, stdout: TextIO | None = None, progress: bool = Tr
         files.pop("chart")
     report.write_pyperf(raw, files["pyperf"])
     text = report.terminal_tables(raw)
+    markdown = report.markdown_tables(raw)
+    if "http" in raw:
+        from .stripe_api import markdown_table, terminal_table
+
+        text += terminal_table(raw["http"])
+        markdown += markdown_table(raw["http"])
     files["table"].write_text(text, encoding="utf-8")
-    files["markdown"].write_text(report.markdown_tables(raw), encoding="utf-8")
+    files["markdown"].write_text(markdown, encoding="utf-8")
     raw["outputs"] = {key: str(path) for key, path in files.items()}
     report.write_json(raw, files["json"])
     stdout.write(text)

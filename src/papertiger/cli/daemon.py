@@ -2,7 +2,8 @@
 
 ================================  =================================================
 ``papertiger serve``              a manager in the foreground (logs on stderr,
-                                  Ctrl-C or SIGTERM stops it)
+                                  Ctrl-C or SIGTERM stops it); ``--http``
+                                  also serves Stripe's API over it
 ``papertiger daemon start``       the same, detached; prints the ``export`` lines
 ``papertiger daemon stop``        stop it and remove its shared memory
 ``papertiger daemon status``      pid, uptime, tables, counts, sizes (``--json``)
@@ -98,6 +99,12 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)"
     )
+    parser.add_argument(
+        "--http",
+        metavar="[HOST:]PORT",
+        help="also serve Stripe's HTTP API there (HOST defaults to 127.0.0.1; PORT 0 picks "
+        "a free one); point stripe-python's api_base at the URL it prints",
+    )
 
 
 def _run_config(args: argparse.Namespace) -> daemon.DaemonConfig:
@@ -106,6 +113,7 @@ def _run_config(args: argparse.Namespace) -> daemon.DaemonConfig:
         snapshot_interval=args.snapshot_interval,
         snapshot_changes=args.snapshot_changes,
         log_level=args.log_level,
+        http=args.http,
     )
 
 
@@ -120,6 +128,11 @@ def _connect_lines(report: dict[str, Any]) -> list[str]:
     lines.append("# processes of this user find it with no variable set; elsewhere:")
     lines.append(f"export {env.ADDRESS}={report['address']}")
     lines.append(f"export {env.AUTHKEY}={report['authkey']}")
+    if report.get("http"):
+        lines.append(
+            f'# Stripe\'s API: stripe.api_base = "{report["http"]}" with any sk_test_ key '
+            "(papertiger.api_key_for(namespace) for one namespace)"
+        )
     return lines
 
 
@@ -221,6 +234,8 @@ def _status_lines(stats: dict[str, Any]) -> list[str]:
         f"  log file       {extra.get('log_file') or '(stderr)'} "
         f"({_size(extra.get('log_file_bytes'))})",
     ]
+    if extra.get("http"):
+        lines.append(f"  Stripe API     {extra['http']}")
     data = extra.get("data")
     if data is None:
         lines.append("  data file      none (nothing is saved; start with --data FILE to keep it)")

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import secrets
+import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -64,6 +65,8 @@ class DaemonConfig:
     segment_bytes: int = DEFAULT_SEGMENT_BYTES
     checkpoint_bytes: int = DEFAULT_CHECKPOINT_BYTES
     log_level: str = "INFO"
+    #: also serve Stripe's HTTP API at ``[HOST:]PORT`` (a child process; see papertiger.http)
+    http: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__)
@@ -79,6 +82,7 @@ class DaemonManager(Manager):
     state_file: str | None = None
     log_file: str | None = None
     snapshotter: Snapshotter | None = None
+    http_url: str | None = None
 
     def stats(self) -> dict[str, Any]:
         figures = super().stats()
@@ -91,6 +95,7 @@ class DaemonManager(Manager):
             "log_file": self.log_file,
             "log_file_bytes": log_bytes,
             "data": None if self.snapshotter is None else self.snapshotter.stats(),
+            "http": self.http_url,
         }
         return figures
 
@@ -148,10 +153,12 @@ def run(
             state = load_state(config.data)
             if state is not None:
                 loaded = {"path": config.data, "records": state.total_records()}
+        authkey = secrets.token_bytes(32)
+        http = None if config.http is None else _start_http(str(paths.socket), authkey, config.http)
         manager = DaemonManager(
             ManagerConfig(
                 address=str(paths.socket),
-                authkey=secrets.token_bytes(32),
+                authkey=authkey,
                 segment_bytes=config.segment_bytes,
                 checkpoint_bytes=config.checkpoint_bytes,
             )
@@ -185,6 +192,9 @@ def run(
                     paths.state.unlink()
 
         manager.on_stop.append(forget_state_file)  # first: no client finds a stopping daemon
+        if http is not None:
+            proc, manager.http_url = http
+            manager.on_stop.append(lambda m: stop_process(proc))
         if manager.snapshotter is not None:
             manager.snapshotter.attach(manager)
 
@@ -208,6 +218,7 @@ def run(
                         "swept": list(manager.swept),
                         "loaded": loaded,
                         "data": config.data,
+                        "http": manager.http_url,
                     }
                 )
 
@@ -215,6 +226,41 @@ def run(
         log.info("daemon pid %d stopped", info.pid)
     finally:
         os.close(lock_fd)
+
+
+def _start_http(
+    socket_path: str, authkey: bytes, address: str
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Serve Stripe's HTTP API over this daemon's store, in a child that follows it out.
+
+    Started before the manager exists (the child connects on its first
+    request), so a port that cannot be bound fails the start with nothing
+    to undo.  Returns the child and its URL.
+    """
+    from .. import env
+    from ..http.server import parse_address, start_server_process
+
+    try:
+        host, port = parse_address(address)
+    except ValueError as exc:
+        raise StoreError(str(exc)) from None
+    store_env = {
+        env.ADDRESS: socket_path,
+        env.AUTHKEY: authkey.hex(),
+        env.URL: None,
+        env.START: None,
+        env.NAMESPACE: None,
+    }
+    proc, server = start_server_process(host, port, store_env, owner_pid=os.getpid())
+    log.info("serving Stripe's HTTP API at %s (pid %d)", server.url, server.pid)
+    return proc, server.url
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """Stop the HTTP child (imported here only when there is one)."""
+    from ..http.server import stop_process as stop
+
+    stop(proc)
 
 
 def configure_logging(level: str) -> None:

@@ -1,4 +1,4 @@
-"""The Store API's semantics, through a real manager (the ``store`` fixture)."""
+"""The Store API's semantics, on every backend (``fresh_namespace`` takes ``backend``)."""
 
 from __future__ import annotations
 

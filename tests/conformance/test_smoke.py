@@ -1,3 +1,5 @@
+"""The first thing a user tries, on every backend."""
+
 from __future__ import annotations
 
 import papertiger
