@@ -29,7 +29,7 @@ from multiprocess import connection as mpc
 
 from ..errors import InvalidRequest, StoreUnavailable
 from . import protocol
-from .protocol import PROTOCOL_VERSION, decode_reply
+from .protocol import PROTOCOL_VERSION, decode_reply, write_frame
 from .replica import Replica
 from .shm import pid_alive
 
@@ -94,7 +94,7 @@ class Channel:
             ) from None
         with self.lock:
             try:
-                self.conn.send_bytes(frame)
+                write_frame(self._fd, frame)
                 reply = self._await_reply()
             except (EOFError, OSError) as exc:
                 raise self._lost(exc) from None
@@ -113,13 +113,13 @@ class Channel:
             try:
                 try:
                     for req in frames:
-                        self.conn.send_bytes(encode_frame(req))
+                        write_frame(self._fd, encode_frame(req))
                 except (EOFError, OSError):
                     raise
                 except BaseException:
-                    self.conn.send_bytes(encode_frame(abort))
+                    write_frame(self._fd, encode_frame(abort))
                     raise
-                self.conn.send_bytes(encode_frame(final))
+                write_frame(self._fd, encode_frame(final))
                 reply = self._await_reply()
             except (EOFError, OSError) as exc:
                 raise self._lost(exc) from None

@@ -83,7 +83,7 @@ from ..errors import InvalidRequest, StoreError
 from . import protocol
 from .claims import ONCE_NAMESPACE, ONCE_TABLE, Claims
 from .log import DEFAULT_CHECKPOINT_BYTES, DEFAULT_SEGMENT_BYTES, LogWriter, new_prefix
-from .protocol import PROTOCOL_VERSION, encode_error, encode_ok
+from .protocol import PROTOCOL_VERSION, encode_error, encode_ok, write_frame
 from .shm import pid_alive, sweep_dead
 
 __all__ = ["Manager", "ManagerConfig", "main"]
@@ -421,7 +421,7 @@ class Manager:
             self._replies = []
             for conn, frame in replies:
                 try:
-                    _write_frame(conn.fileno(), frame)
+                    write_frame(conn.fileno(), frame)
                 except OSError:
                     self._drop(conn)  # may queue hand-overs to waiters: sent by the next pass
             replies = self._replies
@@ -691,22 +691,6 @@ class Manager:
             except OSError:
                 pass
         self._wake_r = self._wake_w = -1
-
-
-def _write_frame(fd: int, frame: bytes) -> None:
-    """Send one frame as ``Connection.send_bytes`` would (4-byte length, then the bytes).
-
-    One ``write`` in the common case; the socket's send timeout bounds a
-    client that does not read.
-    """
-    size = len(frame)
-    if size > 0x7FFFFFFF:
-        data = b"\xff\xff\xff\xff" + size.to_bytes(8, "big") + frame
-    else:
-        data = size.to_bytes(4, "big") + frame
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 def _pidfd(pid: int) -> int | None:

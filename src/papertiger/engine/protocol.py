@@ -31,6 +31,7 @@ write ops              the typed requests of :mod:`papertiger.core.resolve`
 
 from __future__ import annotations
 
+import os
 from typing import Any, NamedTuple
 
 import msgpack
@@ -50,6 +51,7 @@ __all__ = [
     "encode_request",
     "request",
     "write",
+    "write_frame",
 ]
 
 PROTOCOL_VERSION = 1
@@ -120,6 +122,25 @@ def read_stage(fields: list[Any]) -> Stage:
             param="request",
         )
     return Stage(*fields)
+
+
+# -- transport -------------------------------------------------------------------------
+
+
+def write_frame(fd: int, frame: bytes) -> None:
+    """Send one frame as ``Connection.send_bytes`` would (4-byte length, then the bytes).
+
+    One ``write`` in the common case (``send_bytes`` adds checks, a struct and
+    a second write or a copy); loops over partial writes.  O(len(frame)).
+    """
+    size = len(frame)
+    if size > 0x7FFFFFFF:
+        data = b"\xff\xff\xff\xff" + size.to_bytes(8, "big") + frame
+    else:
+        data = size.to_bytes(4, "big") + frame
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 # -- replies ---------------------------------------------------------------------------
