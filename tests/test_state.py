@@ -448,3 +448,33 @@ def test_snapshot_of_empty_and_used_state_round_trips() -> None:
     for state in (r, s):
         state.apply([PUT, "t", ["a"], "new", 0, b"\x80", None])
     assert_states_equal(r, s)
+
+
+def test_an_update_moves_exactly_the_index_entries_that_changed() -> None:
+    s = State()
+
+    def put(rid: str, created: int, **idx: Any) -> None:
+        s.apply([PUT, "t", ["a"], rid, created, msgpack.packb({"id": rid}), idx or None])
+
+    def found(field: str, value: Any) -> list[str]:
+        part = s.partition("t", ("a",))
+        assert part is not None
+        return ids_of(part.find(field, value))
+
+    put("x", 5, customer="cus_1", status="open", email="a@b")
+    put("y", 5, customer="cus_1", status="open")
+    put("x", 5, customer="cus_1", status="complete", amount=3)  # same order key
+    assert found("customer", "cus_1") == ["y", "x"]
+    assert (found("status", "open"), found("status", "complete")) == (["y"], ["x"])
+    assert (found("email", "a@b"), found("amount", 3)) == ([], ["x"])
+    put("x", 9, customer="cus_2", amount=3)  # a new created: every entry moves
+    assert (found("customer", "cus_1"), found("customer", "cus_2")) == (["y"], ["x"])
+    assert (found("status", "complete"), found("amount", 3)) == ([], ["x"])
+    put("x", 9)  # no index values left
+    assert found("customer", "cus_2") == [] and found("amount", 3) == []
+    part = s.partition("t", ("a",))
+    assert part is not None
+    assert {f: sorted(v) for f, v in part.indexes.items() if v} == {
+        "customer": ["cus_1"],
+        "status": ["open"],
+    }

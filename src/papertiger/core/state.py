@@ -102,6 +102,18 @@ class Entry(NamedTuple):
     index_values: dict[str, Any] | None
 
 
+def _changed(these: dict[str, Any] | None, others: dict[str, Any] | None) -> dict[str, Any]:
+    """The items of ``these`` that ``others`` does not hold with the same value. O(len)."""
+    if not these:
+        return {}
+    if not others:
+        return these
+    return {f: v for f, v in these.items() if others.get(f, _ABSENT) != v}
+
+
+_ABSENT = object()
+
+
 class Partition:
     """The records of one table in one namespace."""
 
@@ -127,11 +139,21 @@ class Partition:
             new = True
         else:
             entry = Entry(created, old.ord, packed, index_values or None)
+            old_key = (old.created, old.ord, record_id)
             if old.created != created:
-                self.order.remove((old.created, old.ord, record_id))
+                self.order.remove(old_key)
                 self.order.add((created, old.ord, record_id))
-            if old.index_values:
-                self._unindex((old.created, old.ord, record_id), old.index_values)
+                if old.index_values:
+                    self._unindex(old_key, old.index_values)
+            else:  # the same order key: only the index entries whose value changed move
+                gone = _changed(old.index_values, entry.index_values)
+                if gone:
+                    self._unindex(old_key, gone)
+                self.records[record_id] = entry
+                added = _changed(entry.index_values, old.index_values)
+                if added:
+                    self._index(old_key, added)
+                return False
             new = False
         self.records[record_id] = entry
         if entry.index_values:
