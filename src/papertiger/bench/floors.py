@@ -166,13 +166,25 @@ class EchoServer:
             os.rmdir(self.dir)
 
 
+def _connect(address: str, authkey: bytes, timeout: float = 30.0) -> Any:
+    """A client of the echo process; its socket file exists a moment before it listens."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return mpc.Client(address, family="AF_UNIX", authkey=authkey)
+        except ConnectionRefusedError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
+
+
 class FloorWriter:
     """The client end of the write floor (see the module doc)."""
 
     def __init__(self, address: str, authkey: bytes) -> None:
-        self.ack = mpc.Client(address, family="AF_UNIX", authkey=authkey)
+        self.ack = _connect(address, authkey)
         self.ack.send_bytes(b"ack")
-        self.rec = mpc.Client(address, family="AF_UNIX", authkey=authkey)
+        self.rec = _connect(address, authkey)
         self.rec.send_bytes(b"record")
 
     def put(self, record: Any) -> None:
