@@ -440,8 +440,8 @@ def run_namespace(*parts: str) -> Namespace:
     never see each other's.  Call it once the run is configured (in a
     conftest, a fixture or a test).
 
-    >>> run_namespace("catalogue")  # doctest: +SKIP
-    ('pytest-1a2b3c4d', 'shared', 'catalogue')
+    For instance ``run_namespace("catalogue")`` in run ``1a2b3c4d`` is
+    ``("pytest-1a2b3c4d", "shared", "catalogue")``.
     """
     if _this_run is None:
         raise RuntimeError(
