@@ -112,6 +112,19 @@ class DaemonEnv:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def settle(server: Any, timeout: float = WAIT) -> None:
+    """Wait until ``server`` (anything with ``stats()``) has no checkpoint to write.
+
+    A manager that stops receiving writes writes one more checkpoint (the
+    idle checkpoint); tests that compare the segments in ``/dev/shm`` before
+    and after something wait for it first.
+    """
+    deadline = time.monotonic() + timeout
+    while not server.stats()["log"]["settled"]:
+        assert time.monotonic() < deadline, "the manager never settled"
+        time.sleep(0.02)
+
+
 def segments_of(pid: int) -> set[str]:
     return set(list_segments(f"ptg_{pid}_"))
 

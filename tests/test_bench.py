@@ -42,6 +42,9 @@ TINY = [
     "--catchup-effects", "50",
     "--batch", "50",
     "--no-http",  # the Stripe API figures have their own smoke test (tests/http)
+    "--first-read-sizes", "100,300",
+    "--first-read-repeats", "1",
+    "--reader-counts", "1,2",
     "--no-progress",
 ]  # fmt: skip
 
@@ -166,6 +169,16 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert "Write throughput by writer processes" in proc.stdout
     assert raw["memory"]["replica"]["records"] > 0
     assert raw["memory_ratios"]["replica"]["rss"] > 0
+    new = raw["new_processes"]
+    systems = {"papertiger", "manager", "redis"} if _redis_expected() else {"papertiger", "manager"}
+    assert set(new["first_read"]) == systems
+    for by_size in new["first_read"].values():
+        assert set(by_size) == {"100", "300"}
+        assert all(e["median_s"] > 0 and e["median_maxrss"] > 0 for e in by_size.values())
+    assert set(new["readers_memory"]["systems"]) == systems
+    for by_k in new["readers_memory"]["systems"].values():
+        assert set(by_k) == {"1", "2"} and all(e["readers_rss"] > 0 for e in by_k.values())
+    assert "A new process's first read" in proc.stdout and "Memory of N reader" in proc.stdout
 
     import pyperf
 

@@ -1,7 +1,8 @@
 """papertiger: one fast, safe, shared store of Stripe-shaped data for parallel tests.
 
-One manager process applies every write; every other process reads its own
-replica of a log in shared memory, without asking anyone.  Data is
+One manager process applies every write; every other process reads the
+newest checkpoint in shared memory, in place, plus the log written since,
+without asking anyone.  Data is
 namespaced so parallel tests see only their own records.
 
 >>> import papertiger

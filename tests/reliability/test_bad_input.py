@@ -94,9 +94,10 @@ def _contents(ns: Any) -> dict[str, Any]:
     key = papertiger.namespace.normalize_namespace(ns)
     with current_client().replica.read() as state:
         return {
-            table: dict(partitions[key].records)
-            for table, partitions in state.tables.items()
-            if key in partitions
+            table: dict(view.items())
+            for table in state.table_names()
+            for _, ns, view in state.partitions(table=table)
+            if ns == key
         }
 
 

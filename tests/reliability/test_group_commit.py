@@ -143,11 +143,10 @@ def test_groups_apply_each_write_alone_and_publish_at_once(pool: Pool) -> None:
 def test_entries_appended_unpublished_are_invisible_until_published() -> None:
     """LogWriter.append(publish=False) writes; publish() makes the group visible at once,
     across a segment switch too."""
-    from papertiger.core.state import State
+    from papertiger.core.layered import LayeredState
     from papertiger.engine.log import LogReader, LogWriter, new_prefix
 
-    state = State()
-    writer = LogWriter(new_prefix(), segment_bytes=4096, snapshot=state.snapshot)
+    writer = LogWriter(new_prefix(), segment_bytes=4096, state=LayeredState())
     try:
         reader = LogReader(writer.control_name)
         try:

@@ -14,6 +14,7 @@ what it measures and how to read it.  The modules, each with one job:
 :mod:`.memory`     a replica's resident memory, probed in a fresh process
 :mod:`.scaling`    read throughput with 1, 2 and N reader processes
 :mod:`.writers`    write throughput with 1, 2, 4 and 8 writer processes
+:mod:`.readers`    a new process's first read; the memory of N readers
 :mod:`.runner`     the main process: owns every process and file of a run
 :mod:`.report`     ratios, targets, tables, JSON
 :mod:`.chart`      the PNG

@@ -1,10 +1,12 @@
 """The PNG: the run's figures as one picture a person would rather read than the tables.
 
-Five panels, six with papertiger on Redis: the cost of every operation side
-by side (log scale; papertiger and each peer in their own colour, the floor a
-black bar across each group); read throughput by reader processes; write
-throughput by writer processes; cost by namespace size relative to the
-smallest; memory per byte held; and papertiger on Redis when it ran.
+Seven panels, eight with papertiger on Redis: the cost of every operation
+side by side (log scale; papertiger and each peer in their own colour, the
+floor a black bar across each group); read throughput by reader processes;
+write throughput by writer processes; cost by namespace size relative to the
+smallest; memory per byte held; papertiger on Redis when it ran; a new
+process's first read and the memory of N reader processes (the last two from
+:mod:`.readers`).
 """
 
 from __future__ import annotations
@@ -256,22 +258,28 @@ def draw(raw: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from .readers import draw_first_read, draw_readers_memory
+
     panels: list[Any] = [_scaling, _writers, _growth, _memory]
     if raw.get("on_redis", {}).get("available"):
         from .on_redis import draw_panel
 
         panels.append(draw_panel)
-    fig = plt.figure(figsize=(4.75 * len(panels), 9.5), dpi=100)
-    grid = fig.add_gridspec(2, len(panels), height_ratios=[1.25, 1], hspace=0.32, wspace=0.28)
-    _operations(fig.add_subplot(grid[0, :]), raw)
+    fig = plt.figure(figsize=(max(15.0, 4.75 * len(panels)), 13.5), dpi=100)
+    rows = fig.add_gridspec(3, 1, height_ratios=[1.25, 1, 1], hspace=0.36)
+    _operations(fig.add_subplot(rows[0]), raw)
+    middle = rows[1].subgridspec(1, len(panels), wspace=0.28)
     for column, panel in enumerate(panels):
-        panel(fig.add_subplot(grid[1, column]), raw)
+        panel(fig.add_subplot(middle[0, column]), raw)
+    bottom = rows[2].subgridspec(1, 2, wspace=0.25)
+    draw_first_read(fig.add_subplot(bottom[0, 0]), raw, COLOURS)
+    draw_readers_memory(fig.add_subplot(bottom[0, 1]), raw, COLOURS)
     load = raw.get("machine", {}).get("load_note")
     fig.suptitle(
         f"papertiger bench ({raw['plan']['name']}), {raw.get('date', '')}: {machine_line(raw)}"
         + (f" — {load}" if load else ""),
         fontsize=11,
     )
-    fig.subplots_adjust(left=0.05, right=0.98, top=0.92, bottom=0.07)
+    fig.subplots_adjust(left=0.05, right=0.98, top=0.94, bottom=0.05)
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -22,6 +22,10 @@ chart.png under --out.
   --quick    about a minute on 2 cores (growth at 1k and 10k records)
   (default)  a few minutes (growth at 1k and 100k records)
   --full     adds the 1M-record growth run (about 20 GB of memory at its peak)
+
+It also measures a new process's first read (from before the import to a
+decoded record, at 1k and 100k records) and the memory of N reader processes
+(python -m papertiger.bench.readers runs just those two).
 """
 
 
@@ -72,6 +76,15 @@ def register(subparsers: Any) -> None:
         type=int,
         metavar="N",
         help="run the worker and every server on CPU N while operations are timed",
+    )
+    knobs.add_argument(
+        "--first-read-sizes",
+        type=_ints,
+        help="store sizes of the first-read figure, e.g. 1000,100000",
+    )
+    knobs.add_argument("--first-read-repeats", type=int, help="new processes per system and size")
+    knobs.add_argument(
+        "--reader-counts", type=_ints, help="N of the memory of N readers, e.g. 1,2,4,8"
     )
     knobs.add_argument("--no-redis", action="store_true", help="leave Redis out")
     knobs.add_argument(
@@ -130,6 +143,9 @@ def _main(args: argparse.Namespace) -> int:
         http_requests=args.http_requests,
         http_repeats=args.repeats,
         http_customers=args.http_customers,
+        first_read_sizes=args.first_read_sizes,
+        first_read_repeats=args.first_read_repeats,
+        reader_counts=args.reader_counts,
     )
     try:
         plan.check()

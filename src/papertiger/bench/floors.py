@@ -167,7 +167,8 @@ class EchoServer:
 
 
 def _connect(address: str, authkey: bytes, timeout: float = 30.0) -> Any:
-    """A client of the echo process; its socket file exists a moment before it listens."""
+    """A client of the echo process: its socket file appears at ``bind``, a moment before
+    it listens, so a refused connection is tried again."""
     deadline = time.monotonic() + timeout
     while True:
         try:

@@ -2,10 +2,10 @@
 it loads the store, against the msgpack bytes the store holds.
 
 The probe runs in its own spawned process so that nothing else lives in its
-heap: it imports papertiger, reads ``/proc/self/status``, makes its first
-store call (which attaches the log and loads every namespace into its
-replica), collects garbage and reads the status again.  The difference is
-the replica's cost; ``rss_shmem`` is the part that is shared memory mapped
+heap: it imports papertiger, reads ``/proc/self/status``, counts every
+namespace (which attaches the newest checkpoint in place and applies the log
+written since), collects garbage and reads the status again.  The difference
+is the replica's cost; ``rss_shmem`` is the part that is shared memory mapped
 from the log and checkpoint segments (pages every replica shares with the
 manager), ``rss_anon`` the replica's private heap.
 """

@@ -73,6 +73,15 @@ class Plan:
     http_customers: int = 1_000
     #: client-process counts of the HTTP samples
     http_clients: tuple[int, ...] = (1, 4)
+    #: store sizes of "a new process's first read" (:mod:`.readers`); the largest is
+    #: also the store of "memory of N readers"
+    first_read_sizes: tuple[int, ...] = (1_000, 100_000)
+    #: new processes per system and size
+    first_read_repeats: int = 7
+    #: reader-process counts of "memory of N readers"
+    reader_counts: tuple[int, ...] = (1, 2, 4, 8)
+    #: the share of the records each of those readers reads
+    reader_fraction: float = 0.01
 
     def with_overrides(self, **changes: Any) -> Plan:
         """A copy with the non-None ``changes`` applied."""
@@ -98,6 +107,12 @@ class Plan:
             raise ValueError("http_requests, http_repeats and http_customers must be at least 1.")
         if not self.http_clients or min(self.http_clients) < 1:
             raise ValueError(f"HTTP client counts must be at least 1, got {self.http_clients}.")
+        if not self.first_read_sizes or min(self.first_read_sizes) < 20:
+            raise ValueError(f"first-read sizes must be at least 20, got {self.first_read_sizes}.")
+        if self.first_read_repeats < 1 or not self.reader_counts or min(self.reader_counts) < 1:
+            raise ValueError("first_read_repeats and every reader count must be at least 1.")
+        if not 0 < self.reader_fraction <= 1:
+            raise ValueError(f"reader_fraction must be in (0, 1], got {self.reader_fraction}.")
         if self.pin_cpu is not None and self.pin_cpu not in _cpus():
             raise ValueError(f"pin_cpu {self.pin_cpu} is not one of this process's CPUs {_cpus()}.")
 
@@ -124,6 +139,9 @@ PRESETS: dict[str, Plan] = {
         http_budget=1.5,
         http_repeats=3,
         http_customers=300,
+        first_read_sizes=(1_000, 10_000),
+        first_read_repeats=3,
+        reader_counts=(1, 2, 4),
     ),
     "default": Plan(),
     "full": Plan(name="full", sizes=(1_000, 100_000, 1_000_000)),

@@ -145,6 +145,9 @@ def analyse(raw: dict[str, Any]) -> dict[str, Any]:
                 "bytes_held": entry["bytes_held"],
             }
     raw["memory_ratios"] = mem_ratios
+    from .readers import analyse as analyse_new_processes
+
+    analyse_new_processes(raw)
     raw["targets"] = _targets(raw)
     return raw
 
@@ -265,6 +268,9 @@ def _targets(raw: dict[str, Any]) -> list[dict[str, Any]]:
             "the memory probe did not run",
         )
     )
+    from .readers import targets as new_process_targets
+
+    out += new_process_targets(raw, _target)
     return out
 
 
@@ -468,7 +474,16 @@ def _sections(
         ("Growth: papertiger's time per operation by namespace size", growth_rows),
         ("Memory against the msgpack bytes held", memory_rows),
         (on_redis.title(raw), on_redis.rows),
+        *_readers_sections(raw),
     ]
+
+
+def _readers_sections(
+    raw: dict[str, Any],
+) -> list[tuple[str, Callable[..., tuple[list[str], list[list[str]]]]]]:
+    from .readers import sections
+
+    return sections(raw)
 
 
 def machine_line(raw: dict[str, Any]) -> str:

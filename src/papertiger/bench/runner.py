@@ -275,6 +275,11 @@ def _measure(plan: Plan, out: Path, bar: ProgressBar) -> dict[str, Any]:
                 budget=plan.http_budget,
                 progress=bar.message,
             )
+        from .readers import measure as measure_new_processes
+
+        raw["new_processes"] = measure_new_processes(
+            plan, workdir, bool(systems["redis"].get("available")), bar.update
+        )
     return raw
 
 

@@ -203,6 +203,20 @@ class Worker:
             tick(len(main.ids), "Redis")
             self.seed_seconds["redis"] = time.perf_counter() - t0
         self._main_records = []
+        self.settle_store()
+
+    def settle_store(self, timeout: float = 1800.0) -> None:
+        """Wait until the manager has written the checkpoint its seeding calls for, so
+        that timing starts with the store at rest (not beside a checkpoint being written)."""
+        from papertiger.engine.connection import current_client
+
+        t0 = time.perf_counter()
+        client = current_client()
+        while not client.request(["stats"])[1]["log"].get("settled", True):
+            if time.perf_counter() - t0 > timeout:
+                break
+            time.sleep(0.1)
+        self.seed_seconds["checkpoint_after_seeding"] = time.perf_counter() - t0
 
     def seed_store(
         self, ns: str, size: int, tick: Callable[[int, str], None], keep_records: bool = False

@@ -32,7 +32,9 @@ O(log n + limit).
 Any view of a partition can be paged: :func:`select_page` needs only
 ``entry(id)`` (created, ord, packed, index_values), ``keys(field, value)``
 (an ascending sequence with ``len``, ``bisect_left`` and ``islice``) and
-``len()``; see :class:`PartitionView`.
+``len()``; see :class:`PartitionView`.  A sequence of keys that also has
+``packed(start, stop, reverse)`` (the packed records of that slice, as a
+checkpoint read in place has) is paged through it, without building keys.
 """
 
 from __future__ import annotations
@@ -317,6 +319,12 @@ def select_page(
         else:
             lo, hi = start, min(stop, start + limit)
             has_more = stop - start > limit
+        packed_of = getattr(keys, "packed", None)
+        if packed_of is not None:  # a view that reads records by position: no keys built
+            data = list(packed_of(lo, hi, reverse))
+            if not reverse:
+                data.reverse()
+            return data, has_more
         found = list(keys.islice(lo, hi, reverse=reverse))
     else:
         entry_of = partition.entry

@@ -42,7 +42,7 @@ from .records import (
     index_values,
     merge_changes,
 )
-from .state import BATCH, CLEAR, CLEAR_NS, DELETE, PUT, DeleteEffect, PutEffect, State
+from .state import BATCH, CLEAR, CLEAR_NS, DELETE, PUT, DeleteEffect, PutEffect, StateView
 
 __all__ = [
     "WRITE_REQUESTS",
@@ -201,7 +201,7 @@ def _not_found(resource: str, record_id: str) -> NotFound:
     return NotFound(f"No such {resource}: '{record_id}'", param="id")
 
 
-def _resolve_put(state: State, req: Put) -> PutEffect:
+def _resolve_put(state: StateView, req: Put) -> PutEffect:
     table = _table("put", req.table)
     key = _ns(req.ns)
     record_id, created, packed, idx = _wire_record("put", req.record)
@@ -277,7 +277,7 @@ class BatchBuilder:
             param="id",
         )
 
-    def finish(self, state: State) -> list[Any]:
+    def finish(self, state: StateView) -> list[Any]:
         """The batch's effect, or raise its first error. Pure: reads ``state`` only."""
         if self.error is not None:
             raise self.error
@@ -290,13 +290,13 @@ class BatchBuilder:
         return [BATCH, self.effects]
 
 
-def _resolve_put_many(state: State, req: PutMany) -> list[Any]:
+def _resolve_put_many(state: StateView, req: PutMany) -> list[Any]:
     batch = BatchBuilder(req.table, req.object_name, req.ns)
     batch.add(req.records)
     return batch.finish(state)
 
 
-def _resolve_patch(state: State, req: Patch) -> PutEffect:
+def _resolve_patch(state: StateView, req: Patch) -> PutEffect:
     table = _table("patch", req.table)
     key = _ns(req.ns)
     record_id = check_id(req.id)
@@ -345,7 +345,7 @@ def apply_patch(record_id: str, current: dict[str, Any], changes: object) -> dic
     return merge_changes(current, changes)
 
 
-def _resolve_delete(state: State, req: Delete) -> DeleteEffect:
+def _resolve_delete(state: StateView, req: Delete) -> DeleteEffect:
     table = _table("delete", req.table)
     key = _ns(req.ns)
     record_id = check_id(req.id)
@@ -354,11 +354,11 @@ def _resolve_delete(state: State, req: Delete) -> DeleteEffect:
     return DeleteEffect(DELETE, table, list(key), record_id)
 
 
-def _resolve_clear_namespace(state: State, req: ClearNamespace) -> list[Any]:
+def _resolve_clear_namespace(state: StateView, req: ClearNamespace) -> list[Any]:
     return [CLEAR_NS, _optional_table("clear_namespace", req.table), list(_ns(req.ns))]
 
 
-def _resolve_clear(state: State, req: Clear) -> list[Any]:
+def _resolve_clear(state: StateView, req: Clear) -> list[Any]:
     return [CLEAR, _optional_table("clear", req.table)]
 
 
@@ -383,7 +383,7 @@ def write_request(op: str, fields: list[Any]) -> WriteRequest:
     return kind(*fields)  # type: ignore[no-any-return]
 
 
-def resolve(state: State, req: WriteRequest) -> Any:
+def resolve(state: StateView, req: WriteRequest) -> Any:
     """Turn a write request into the effect to log, or raise a :class:`StoreError`.
 
     Pure: reads ``state``, never changes it.  O(log n) for single-record

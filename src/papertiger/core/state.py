@@ -44,8 +44,8 @@ Complexities below are for a partition of ``n`` records.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from typing import Any, NamedTuple
+from collections.abc import Container, Iterable, Iterator
+from typing import Any, NamedTuple, Protocol
 
 from sortedcontainers import SortedList
 
@@ -62,6 +62,7 @@ __all__ = [
     "Partition",
     "PutEffect",
     "State",
+    "StateView",
 ]
 
 PUT, DELETE, CLEAR_NS, CLEAR, BATCH = 0, 1, 2, 3, 4
@@ -229,6 +230,21 @@ class Partition:
         """Packed records whose indexed ``field`` equals ``value``, newest first. O(log n + k)."""
         records = self.records
         return [records[key[2]].packed for key in reversed(self.keys(field, value))]
+
+
+class PartitionRecords(Protocol):
+    """What a write needs of a partition: which ids it holds."""
+
+    @property
+    def records(self) -> Container[str]: ...
+
+
+class StateView(Protocol):
+    """What resolving a write needs of a state (:class:`State`, or
+    :class:`~papertiger.core.layered.LayeredState`)."""
+
+    def get(self, table: str, ns: Namespace, record_id: str) -> bytes | None: ...
+    def partition(self, table: str, ns: Namespace) -> PartitionRecords | None: ...
 
 
 class State:

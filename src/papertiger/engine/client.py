@@ -21,11 +21,16 @@ import socket
 import struct
 import threading
 from collections.abc import Iterable
+
+# The standard library's connection module: the same wire format and handshake as
+# multiprocess.connection (the manager's Listener) on the same Python, without dill,
+# which multiprocess imports and which is most of what a new process paid to connect.
+from multiprocessing import AuthenticationError
+from multiprocessing import connection as mpc
 from typing import Any
 
 import msgpack
 import ormsgpack
-from multiprocess import connection as mpc
 
 from ..errors import InvalidRequest, StoreUnavailable
 from . import protocol
@@ -60,7 +65,7 @@ class Channel:
         self.lock = threading.Lock()
         try:
             self.conn = mpc.Client(address, family="AF_UNIX", authkey=authkey)
-        except mpc.AuthenticationError:
+        except AuthenticationError:
             raise StoreUnavailable(
                 f"the manager at {address} refused this client: wrong authkey. Check "
                 "PAPERTIGER_AUTHKEY (or the key passed to connect())."

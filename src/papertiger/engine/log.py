@@ -22,9 +22,12 @@ segment ``n+1`` (large enough for the entry), writes the entry there, then
 writes the marker ``seq = END`` where the entry would have gone in segment
 ``n``.  A full segment is never written again.
 
-``<prefix>_k<n>`` **checkpoints**: ``[log segment u64][log offset u64]``
-then the msgpack snapshot of the whole state after ``ckpt_seq``; the two
-numbers say where the log continues.
+``<prefix>_k<n>`` **checkpoints**: ``[log segment u64][log offset u64]``,
+where the log continues after ``ckpt_seq``, then the *image* of the whole
+state after ``ckpt_seq`` (:mod:`.layout`): immutable and indexed, so that
+readers use it in place and decode only the records they read.  A reader's
+state is that image plus a private overlay of the effects logged since
+(:class:`~papertiger.core.layered.LayeredState`); so is the manager's.
 
 **Publication**: an entry (and any end marker) is written in full, *then*
 ``head`` is advanced, with one 8-byte store.  The manager may append a group of
@@ -34,20 +37,31 @@ applies entries up to it, so it never reads a half-written entry; the
 leading and trailing seq let it verify what it read anyway.
 
 **Checkpoints and retirement**: once the log written since the last
-checkpoint exceeds ``max(checkpoint_bytes, size of the last checkpoint)``
-(so checkpointing costs amortised O(1) per logged byte), the manager writes
+checkpoint exceeds ``max(checkpoint_bytes, bytes of records in the last
+checkpoint)`` (so checkpointing costs amortised O(1) per logged byte: an
+image is its records plus indexes in proportion), the manager writes
 a new checkpoint -- after it applied the entry to its state, so that the
-checkpoint covers every entry up to its seq -- and publishes it under the
-seqlock.  It then unlinks the
-log segments and the checkpoint that only the checkpoint *before* the
-previous one needed.  Unlinking never disturbs a reader that has a segment
-mapped; a reader that needs a segment that is gone reloads from the newest
-checkpoint instead.
+checkpoint covers every entry up to its seq.  When the manager has been idle
+for :data:`IDLE_CHECKPOINT_SECONDS` and at least ``max(IDLE_CHECKPOINT_BYTES,
+size / IDLE_CHECKPOINT_FRACTION)`` was logged since, it writes one too, so
+that readers (whose private overlay is the log since their checkpoint) and
+new processes start from a current image once the writes stop.  A new image
+is the previous one with the overlay merged in: unchanged partitions are
+copied block by block (:mod:`.layout_writer`).  The manager checks the new
+segment like a reader would, publishes it under the seqlock, moves its own
+state onto it (replaying what it applied since, when the checkpoint was
+written in the background), and then unlinks the previous checkpoint and the
+log segments written before the new one's log position.  Unlinking never
+disturbs a reader that has a segment mapped; a reader moves to the newest
+checkpoint at its next read (attaching one is O(1)), and a reader that needs
+a log segment that is gone does the same.
 
 **Background checkpoints**: once a checkpoint is large (at least
 :data:`BACKGROUND_CHECKPOINT_BYTES`; on Linux), the manager forks a child
-that packs the copy-on-write state as of the fork and writes the segment,
-while the manager goes on serving.  The checkpoint is published when the
+that writes the image of the copy-on-write state as of the fork,
+while the manager goes on serving; the child runs at a lower priority
+(:data:`CHECKPOINT_NICENESS`), so it takes the CPU that the store's users
+leave.  The checkpoint is published when the
 child is done, with the seq and log position of the fork; until then
 readers use the previous one.  One child at a time; a failed child is
 logged and retried later; stopping the manager kills and cleans up a child
@@ -59,18 +73,20 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import secrets
 import signal
 import struct
 import sys
 import time
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 
+from ..core.layered import LayeredState
+from ..core.state import State
 from ..errors import StoreError, StoreUnavailable
+from .layout import Checkpoint
 from .shm import (
     HEADER_SIZE,
     KIND_CHECKPOINT,
@@ -82,11 +98,15 @@ from .shm import (
     unlink_segment,
 )
 
+if TYPE_CHECKING:  # pragma: no cover - the writer's, imported when it writes
+    from .layout_writer import ImagePlan
+
 __all__ = [
     "ControlBlock",
     "LogPosition",
     "LogReader",
     "LogWriter",
+    "attach_checkpoint",
     "segment_names",
 ]
 
@@ -97,6 +117,7 @@ ENTRY_HEAD = struct.Struct("<QII")  # seq, length, reserved
 ENTRY_HEAD_SIZE = ENTRY_HEAD.size  # 16
 U64 = struct.Struct("<Q")
 CONTROL_FIELDS = struct.Struct("<QQQQQQQ")  # head .. status
+HEAD_GEN = struct.Struct("<QQ")  # head and ckpt_gen, adjacent: one read per catch-up
 CONTROL_CAPACITY = 4096 - HEADER_SIZE
 OFF_HEAD, OFF_GEN, OFF_CKPT_NUMBER, OFF_CKPT_SEQ, OFF_PID, OFF_EPOCH, OFF_STATUS = (
     64,
@@ -114,10 +135,20 @@ DEFAULT_SEGMENT_BYTES = 8 * 1024 * 1024
 DEFAULT_CHECKPOINT_BYTES = 32 * 1024 * 1024
 #: Checkpoints at least this large are written by a forked child, off the request loop.
 BACKGROUND_CHECKPOINT_BYTES = 4 * 1024 * 1024
+#: How much a checkpoint's forked writer yields the CPU to the manager and its clients.
+CHECKPOINT_NICENESS = 10
+#: After this long without a write, a checkpoint is written if enough was logged since:
+IDLE_CHECKPOINT_SECONDS = 1.0
+#: at least this many bytes (or checkpoint_bytes when smaller) ...
+IDLE_CHECKPOINT_BYTES = 256 * 1024
+#: ... and at least the last checkpoint's size divided by this.
+IDLE_CHECKPOINT_FRACTION = 32
 
 
 def new_prefix(pid: int | None = None) -> str:
     """``ptg_<pid>_<run>``: unique per manager run, short enough for macOS."""
+    import secrets  # the manager's: readers do not need it
+
     return f"{NAME_PREFIX}{os.getpid() if pid is None else pid}_{secrets.token_hex(3)}"
 
 
@@ -190,13 +221,15 @@ class LogWriter:
         *,
         segment_bytes: int = DEFAULT_SEGMENT_BYTES,
         checkpoint_bytes: int = DEFAULT_CHECKPOINT_BYTES,
-        snapshot: Callable[[], dict[str, Any]],
+        state: LayeredState,
         background: bool = sys.platform == "linux",
     ) -> None:
         self.prefix = prefix
         self.segment_bytes = max(4096, segment_bytes)
         self.checkpoint_bytes = max(4096, checkpoint_bytes)
-        self._snapshot = snapshot
+        #: the manager's state: the newest checkpoint in place, plus the log since
+        self.state = state
+        self._state_checkpoint: Checkpoint | None = None
         self.control_name, self._log_name, self._ckpt_name = segment_names(prefix)
         self.control = Segment.create(self.control_name, KIND_CONTROL, CONTROL_CAPACITY)
         self.cbuf = self.control.buf
@@ -211,8 +244,12 @@ class LogWriter:
         self.checkpoint_count = 0
         #: write large checkpoints from a forked child (POSIX fork; Linux by default)
         self.background = background
-        self._pending: tuple[int, int, int, str, int, int] | None = None
+        self._pending: tuple[int, int, int, str, int, int, int] | None = None
         self.background_checkpoints = 0
+        self.idle_checkpoints = 0
+        #: the seq seen by the last poll, and when it last moved (idle detection)
+        self._polled_seq = 0
+        self._moved_at = time.monotonic()
         CONTROL_FIELDS.pack_into(
             self.cbuf, OFF_HEAD, 0, 0, 0, 0, os.getpid(), time.time_ns(), STATUS_RUNNING
         )
@@ -268,12 +305,15 @@ class LogWriter:
         :meth:`append`: a checkpoint claims to cover every entry up to ``seq``.
         A checkpoint that cannot be written (``/dev/shm`` full) is logged and
         tried again once as much log again has been written (each try costs a
-        snapshot of the whole state); the entries already published stand.
+        pass over the state); the entries already published stand.
         """
         self.poll_checkpoint()
+        due = max(self.checkpoint_bytes, self.last_checkpoint_size)
+        return self._checkpoint_if(due)
+
+    def _checkpoint_if(self, due: int) -> bool:
         if self._pending is not None:
             return False  # one checkpoint at a time
-        due = max(self.checkpoint_bytes, self.last_checkpoint_size)
         if self.bytes_since_checkpoint < due:
             return False
         try:
@@ -287,6 +327,28 @@ class LogWriter:
             return False
         return True
 
+    def _checkpoint_if_idle(self) -> None:
+        """A checkpoint once writes stopped for a while (see the module doc). O(1) if not."""
+        now = time.monotonic()
+        if self.seq != self._polled_seq:
+            self._polled_seq, self._moved_at = self.seq, now
+            return
+        if not self.bytes_since_checkpoint or now - self._moved_at < IDLE_CHECKPOINT_SECONDS:
+            return
+        if self._checkpoint_if(self._idle_due()):
+            self.idle_checkpoints += 1
+
+    def _idle_due(self) -> int:
+        return max(
+            min(self.checkpoint_bytes, IDLE_CHECKPOINT_BYTES),
+            self.last_checkpoint_size // IDLE_CHECKPOINT_FRACTION,
+        )
+
+    @property
+    def settled(self) -> bool:
+        """True when no checkpoint is being written and none is due once writes stop."""
+        return self._pending is None and self.bytes_since_checkpoint < self._idle_due()
+
     @staticmethod
     def _write_entry(buf: memoryview, off: int, seq: int, payload: bytes, length: int) -> None:
         start = off + ENTRY_HEAD_SIZE
@@ -295,40 +357,105 @@ class LogWriter:
         ENTRY_HEAD.pack_into(buf, off, seq, length, 0)
 
     # -- checkpoints -------------------------------------------------------------
-    def write_checkpoint(self) -> None:
-        """Publish a checkpoint of the state after ``self.seq``, then retire old segments."""
-        self.poll_checkpoint(wait=True)  # checkpoints are published in order
-        data = msgpack.packb(self._snapshot(), use_bin_type=True)
-        number = self.checkpoint_count
+    def _plan(self, source: State | None = None) -> ImagePlan:
+        """The image of the state after ``seq`` (or of ``source``, a plain state)."""
+        from .layout_writer import plan_image, state_parts
+
+        if source is not None:
+            return plan_image(state_parts(source), source.table_names(), source.next_ord, self.seq)
+        state = self.state
+        return plan_image(state.image_parts(), state.table_names(), state.next_ord, self.seq)
+
+    def _write_image(
+        self, name: str, number: int, plan: ImagePlan, log_number: int, offset: int, seq: int
+    ) -> Segment:
         seg = Segment.create(
-            self._ckpt_name(number),
+            name,
             KIND_CHECKPOINT,
-            CHECKPOINT_POS.size + len(data),
+            CHECKPOINT_POS.size + plan.size,
             generation=number,
-            first_seq=self.seq,
+            first_seq=seq,
         )
-        CHECKPOINT_POS.pack_into(seg.buf, HEADER_SIZE, self.number, self.offset)
-        start = HEADER_SIZE + CHECKPOINT_POS.size
-        seg.buf[start : start + len(data)] = data
-        seg.set_length(len(data))
+        try:
+            CHECKPOINT_POS.pack_into(seg.buf, HEADER_SIZE, log_number, offset)
+            start = HEADER_SIZE + CHECKPOINT_POS.size
+            plan.write(seg.buf[start : start + plan.size])
+            seg.set_length(plan.size)
+        except BaseException:
+            seg.unlink()
+            seg.close()
+            raise
+        return seg
+
+    def write_checkpoint(self, source: State | None = None) -> None:
+        """Publish a checkpoint of the state after ``self.seq``, then retire old segments.
+
+        With ``source`` (a plain state, such as a data file loaded before
+        serving), the checkpoint is an image of ``source`` and the manager's
+        state becomes that image.
+        """
+        self.poll_checkpoint(wait=True)  # checkpoints are published in order
+        plan = self._plan(source)
+        number = self.checkpoint_count
+        seg = self._write_image(
+            self._ckpt_name(number), number, plan, self.number, self.offset, self.seq
+        )
         seg.close()  # written once; only its name is needed from here on
         self.checkpoint_count += 1
         self.bytes_since_checkpoint = 0
-        self._publish_checkpoint(number, seg, self.number, self.seq, len(data))
+        self._publish_checkpoint(number, seg, self.number, self.offset, self.seq, plan.data_bytes)
 
     def _publish_checkpoint(
-        self, number: int, seg: Segment, log_number: int, seq: int, size: int
+        self, number: int, seg: Segment, log_number: int, offset: int, seq: int, data: int
     ) -> None:
-        """Point readers at checkpoint ``number`` (under the seqlock), then retire."""
+        """Check checkpoint ``number`` as a reader would, point readers at it (under the
+        seqlock), move the manager's state onto it, then retire what is no longer needed.
+
+        Raises :class:`StoreError` (and unlinks the segment) when it does not check out.
+        """
+        try:
+            image, _, _ = attach_checkpoint(seg.name, number)
+        except (StoreError, FileNotFoundError) as exc:
+            seg.unlink()
+            raise StoreError(f"checkpoint {seg.name} did not check out: {exc}") from None
         self.checkpoints[number] = (seg, log_number)
         gen = U64.unpack_from(self.cbuf, OFF_GEN)[0]
         U64.pack_into(self.cbuf, OFF_GEN, gen + 1)
         U64.pack_into(self.cbuf, OFF_CKPT_NUMBER, number)
         U64.pack_into(self.cbuf, OFF_CKPT_SEQ, seq)
         U64.pack_into(self.cbuf, OFF_GEN, gen + 2)
-        self.last_checkpoint_size = size
+        self.last_checkpoint_size = data  # its records' bytes pace the next one
+        self._rebase(image, seq)
         self._retire(number)
-        log.debug("checkpoint %d at seq %d: %d bytes", number, seq, size)
+        log.debug("checkpoint %d at seq %d: %d bytes of records", number, seq, data)
+
+    def _rebase(self, image: Checkpoint, seq: int) -> None:
+        """The manager's state becomes ``image`` plus what was applied after ``seq``
+        (the journal kept while a background checkpoint was written)."""
+        journal, self.state.journal = self.state.journal, None
+        missed = self.seq - seq
+        if missed and (journal is None or len(journal) != missed):
+            # never expected; the state the manager has is whole, so it keeps it
+            log.warning(
+                "not moving onto checkpoint %s: %s effects were applied since seq %d, the "
+                "journal holds %s",
+                image.name,
+                missed,
+                seq,
+                None if journal is None else len(journal),
+            )
+            image.close()
+            return
+        old = self._state_checkpoint
+        if old is not None:
+            image.inherit(old)
+        dropped = self.state.records_put
+        self.state.rebase(image, journal if missed else None)
+        self._state_checkpoint = image
+        if old is not None:
+            old.close()
+        if dropped >= TRIM_AFTER_RECORDS:
+            release_freed_memory()
 
     # -- checkpoints in the background ---------------------------------------------
     def _start_background_checkpoint(self) -> None:
@@ -345,26 +472,18 @@ class LogWriter:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads: see below
             pid = os.fork()
-        if pid == 0:  # the child: only this thread exists; touch nothing but the snapshot
+        if pid == 0:  # the child: only this thread exists; touch nothing but the state
             code = 1
             try:
                 os.close(read_fd)
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
-                data = msgpack.packb(self._snapshot(), use_bin_type=True)
-                seg = Segment.create(
-                    name,
-                    KIND_CHECKPOINT,
-                    CHECKPOINT_POS.size + len(data),
-                    generation=number,
-                    first_seq=seq,
-                )
-                CHECKPOINT_POS.pack_into(seg.buf, HEADER_SIZE, log_number, offset)
-                start = HEADER_SIZE + CHECKPOINT_POS.size
-                seg.buf[start : start + len(data)] = data
-                seg.set_length(len(data))
+                with contextlib.suppress(OSError):
+                    os.nice(CHECKPOINT_NICENESS)  # background work: the store's users first
+                plan = self._plan()
+                seg = self._write_image(name, number, plan, log_number, offset, seq)
                 seg.close()
-                os.write(write_fd, U64.pack(len(data)))
+                os.write(write_fd, CHECKPOINT_POS.pack(plan.size, plan.data_bytes))
                 code = 0
             except BaseException as exc:  # report, never raise out of a forked child
                 with contextlib.suppress(BaseException):
@@ -374,26 +493,37 @@ class LogWriter:
         os.close(write_fd)
         self.checkpoint_count += 1
         self.bytes_since_checkpoint = 0
-        self._pending = (pid, read_fd, number, name, log_number, seq)
+        self._pending = (pid, read_fd, number, name, log_number, offset, seq)
+        self.state.journal = []  # what the new image will miss, replayed onto it
 
     def poll_checkpoint(self, wait: bool = False) -> None:
-        """Publish a background checkpoint whose child has finished. O(1) when none is."""
+        """Publish a background checkpoint whose child has finished; when writes have
+        stopped for a while, start an idle checkpoint. O(1) when there is nothing to do."""
         if self._pending is None:
+            if not wait:
+                self._checkpoint_if_idle()
             return
-        pid, read_fd, number, name, log_number, seq = self._pending
+        pid, read_fd, number, name, log_number, offset, seq = self._pending
         done, status = os.waitpid(pid, 0 if wait else os.WNOHANG)
         if done == 0:
             return
         self._pending = None
         with os.fdopen(read_fd, "rb") as report:
             message = report.read()
-        if os.waitstatus_to_exitcode(status) == 0 and len(message) == U64.size:
-            size = U64.unpack(message)[0]
+        if os.waitstatus_to_exitcode(status) != 0 or len(message) != CHECKPOINT_POS.size:
+            self.state.journal = None
+        if os.waitstatus_to_exitcode(status) == 0 and len(message) == CHECKPOINT_POS.size:
+            size, data = CHECKPOINT_POS.unpack(message)
             seg = Segment.adopt(name, CHECKPOINT_POS.size + size, tracked=True)
+            try:
+                self._publish_checkpoint(number, seg, log_number, offset, seq, data)
+            except StoreError as exc:
+                self.state.journal = None
+                log.warning("checkpoint %d written in the background: %s", number, exc)
+                return
             self.background_checkpoints += 1
-            self._publish_checkpoint(number, seg, log_number, seq, size)
             return
-        unlink_segment(name, tracked=True)
+        unlink_segment(name, tracked=None)
         log.warning(
             "could not write checkpoint %d in the background (will retry): %s",
             number,
@@ -409,17 +539,19 @@ class LogWriter:
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, 0)
         os.close(self._pending[1])
-        unlink_segment(self._pending[3], tracked=True)
+        unlink_segment(self._pending[3], tracked=None)
         self._pending = None
+        self.state.journal = None
 
     def _retire(self, newest: int) -> None:
-        """Keep the newest two checkpoints and the log from the older one on."""
-        older = [n for n in self.checkpoints if n < newest]
-        if not older:
-            return
-        previous = max(older)
-        keep_from = self.checkpoints[previous][1]
-        for number in [n for n in older if n < previous]:
+        """Keep the newest checkpoint and the log from its position on.
+
+        A reader still on an older checkpoint keeps its mapping (unlinking
+        does not unmap); at its next read it moves to the newest one, which
+        costs it O(1) to attach, so nothing older is worth keeping.
+        """
+        keep_from = self.checkpoints[newest][1]
+        for number in [n for n in self.checkpoints if n < newest]:
             seg, _ = self.checkpoints.pop(number)
             seg.unlink()
             seg.close()
@@ -429,7 +561,7 @@ class LogWriter:
             seg.close()
 
     # -- figures and shutdown ----------------------------------------------------
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, Any]:
         log_bytes = sum(HEADER_SIZE + s.capacity for s in self.segments.values())
         ckpt_bytes = sum(HEADER_SIZE + s.capacity for s, _ in self.checkpoints.values())
         return {
@@ -440,6 +572,11 @@ class LogWriter:
             "checkpoint_bytes": ckpt_bytes,
             "checkpoint_count": self.checkpoint_count,
             "background_checkpoints": self.background_checkpoints,
+            "idle_checkpoints": self.idle_checkpoints,
+            "bytes_since_checkpoint": self.bytes_since_checkpoint,
+            #: the pid of the child writing a checkpoint now, or None
+            "checkpoint_writer": None if self._pending is None else self._pending[0],
+            "settled": self.settled,
             "segment_switches": self.number,  # log segments filled so far
             "shm_bytes": log_bytes + ckpt_bytes + HEADER_SIZE + self.control.capacity,
         }
@@ -454,6 +591,10 @@ class LogWriter:
     def close(self) -> None:
         """Mark the run stopped and unlink every segment."""
         self._abandon_background_checkpoint()
+        if self._state_checkpoint is not None:
+            self.state.detach()
+            self._state_checkpoint.close()
+            self._state_checkpoint = None
         U64.pack_into(self.cbuf, OFF_STATUS, STATUS_STOPPED)
         for seg in list(self.segments.values()) + [s for s, _ in self.checkpoints.values()]:
             seg.unlink()
@@ -489,31 +630,39 @@ class LogReader:
         self.number = -1
         self.reloads = 0
 
-    def load_checkpoint(self) -> tuple[int, dict[str, Any]]:
-        """Attach the newest checkpoint; returns ``(seq, snapshot)`` and positions the log."""
+    def load_checkpoint(self) -> tuple[int, Checkpoint]:
+        """Attach the newest checkpoint in place; returns ``(seq, image)`` and positions
+        the log after it.  O(1) in the size of the store.
+
+        Raises :class:`StoreError` when the checkpoint is damaged, and
+        :class:`StoreUnavailable` when the manager is gone.
+        """
         for _ in range(200):
             number, seq = self.control.checkpoint_pointer()
             try:
-                ckpt = Segment.attach(self._ckpt_name(number), KIND_CHECKPOINT)
+                image, log_number, offset = attach_checkpoint(self._ckpt_name(number), number)
             except FileNotFoundError:
                 self._check_alive()
                 continue
-            try:
-                if ckpt.generation != number:
-                    continue
-                log_number, offset = CHECKPOINT_POS.unpack_from(ckpt.buf, HEADER_SIZE)
-                start = HEADER_SIZE + CHECKPOINT_POS.size
-                snapshot = msgpack.unpackb(ckpt.buf[start : start + ckpt.length])
-            finally:
-                ckpt.close()
+            except StoreError:
+                if self.control.checkpoint_pointer()[0] != number:
+                    continue  # replaced while we looked: try the newer one
+                raise
+            if image.seq != seq:
+                image.close()
+                raise StoreError(
+                    f"checkpoint {image.name} covers seq {image.seq} but was published for "
+                    f"seq {seq}: it is damaged. Restart the manager if this repeats."
+                )
             try:
                 self._switch(log_number)
             except FileNotFoundError:
+                image.close()
                 self._check_alive()
                 continue
             self.offset = offset
             self.reloads += 1
-            return seq, snapshot
+            return seq, image
         raise StoreUnavailable(
             "could not load a checkpoint: the manager retired it faster than it could be read."
         )
@@ -577,6 +726,74 @@ class LogReader:
             self.segment.close()
             self.segment = None
         self.control.segment.close()
+
+
+_malloc_trim: Any = None
+#: a state that drops at least this many records gives the freed memory back
+TRIM_AFTER_RECORDS = 1024
+
+
+def release_freed_memory() -> None:
+    """Give the heap's free memory back to the system (glibc's ``malloc_trim``).
+
+    An overlay (the records written since the last checkpoint) is dropped
+    when its state moves onto a new checkpoint; without this, glibc keeps the
+    freed pages and the process's RSS stays at its high-water mark.  O(heap).
+    """
+    global _malloc_trim
+    if _malloc_trim is None:
+        _malloc_trim = False
+        if sys.platform == "linux":
+            try:
+                import ctypes
+
+                _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
+            except (OSError, AttributeError):
+                pass
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+def attach_checkpoint(name: str, number: int) -> tuple[Checkpoint, int, int]:
+    """Map checkpoint segment ``name`` read-only, untracked, and check it is checkpoint
+    ``number``, sealed and whole; returns ``(image, log segment, log offset)``. O(1).
+
+    Raises FileNotFoundError when it is gone, :class:`StoreError` when it is
+    damaged or truncated.
+    """
+    seg = Segment.attach(name, KIND_CHECKPOINT, keep_fd=True)
+    try:
+        if seg.generation != number:
+            raise StoreError(
+                f"checkpoint {name} is damaged: its header says checkpoint {seg.generation}, "
+                f"its name {number}."
+            )
+        length = seg.length
+        if not length or CHECKPOINT_POS.size + length > seg.capacity:
+            raise StoreError(
+                f"checkpoint {name} is damaged or was never finished: it holds {length} "
+                f"bytes of {seg.capacity - CHECKPOINT_POS.size}."
+            )
+        log_number, offset = CHECKPOINT_POS.unpack_from(seg.buf, HEADER_SIZE)
+        start = HEADER_SIZE + CHECKPOINT_POS.size
+        image = Checkpoint(
+            seg.buf[start : start + length],
+            name,
+            number,
+            raw=seg.mapping,
+            raw_offset=start,
+            fd=seg.fd,
+        )
+        if image.seq != seg.first_seq:
+            raise StoreError(
+                f"checkpoint {name} is damaged: its image covers seq {image.seq}, its "
+                f"header says {seg.first_seq}."
+            )
+    except BaseException:
+        seg.close()
+        raise
+    image.segment = seg
+    return image, int(log_number), int(offset)
 
 
 class Behind(Exception):

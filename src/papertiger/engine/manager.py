@@ -2,10 +2,16 @@
 
 Theory of operation
 -------------------
-The manager owns the authoritative :class:`~papertiger.state.State` and the
-:class:`~.log.LogWriter`.  Its main loop is single-threaded, like the
-GenServer it ports: it waits on every client connection at once and handles
-requests in arrival order.
+The manager owns the authoritative state and the :class:`~.log.LogWriter`.
+Its state is what every reader has (a
+:class:`~papertiger.core.layered.LayeredState`): the newest checkpoint, read
+in place from shared memory, plus a private overlay of what was written
+since; the log writer moves it onto each new checkpoint.  So the manager
+holds no second private copy of the store: its private memory is the
+overlay, and writes are resolved against the same view readers use.
+
+Its main loop is single-threaded, like the GenServer it ports: it waits on
+every client connection at once and handles requests in arrival order.
 
 **Group commit.**  Each wake-up reads every connection that has something
 ready (one ``readv`` each) and takes every whole request in it: a *group*.
@@ -76,6 +82,7 @@ import msgpack
 from multiprocess import connection as mpc
 
 from .. import __version__, env
+from ..core.layered import LayeredState
 from ..core.records import check_id
 from ..core.resolve import WRITE_REQUESTS, BatchBuilder, Patch, resolve, write_request
 from ..core.state import PUT, PutEffect, State
@@ -167,7 +174,7 @@ class Manager:
     def __init__(self, config: ManagerConfig) -> None:
         self.config = config
         self.started = time.time()
-        self.state = State()
+        self.state = LayeredState()
         self.stopping = False
         self.conns: list[Any] = []
         self.claims = Claims()
@@ -208,7 +215,7 @@ class Manager:
                 new_prefix(),
                 segment_bytes=config.segment_bytes,
                 checkpoint_bytes=config.checkpoint_bytes,
-                snapshot=self.state.snapshot,
+                state=self.state,
             )
             try:
                 address = config.address
@@ -244,10 +251,9 @@ class Manager:
         }
 
     def replace_state(self, state: State) -> None:
-        """Load ``state`` (from a snapshot file) before serving: published as a checkpoint."""
-        self.state = state
-        self.writer._snapshot = state.snapshot
-        self.writer.write_checkpoint()
+        """Load ``state`` (from a snapshot file) before serving: published as a checkpoint,
+        which the manager's state then reads in place (``state`` can be dropped)."""
+        self.writer.write_checkpoint(source=state)
 
     def stats(self) -> dict[str, Any]:
         tables: dict[str, Any] = {}

@@ -111,7 +111,7 @@ def _tracker_unregister(name: str) -> None:
 class Segment:
     """One mapped shared-memory segment; ``buf`` is a memoryview of the whole mapping."""
 
-    __slots__ = ("_mmap", "buf", "capacity", "name", "owned", "tracked")
+    __slots__ = ("_mmap", "buf", "capacity", "fd", "name", "owned", "tracked")
 
     def __init__(self, name: str, mapping: mmap.mmap, owned: bool, tracked: bool) -> None:
         self.name = name
@@ -120,6 +120,8 @@ class Segment:
         self.owned = owned
         self.tracked = tracked
         self.capacity = 0
+        #: the segment's descriptor, kept open by ``attach(keep_fd=True)`` (else None)
+        self.fd: int | None = None
 
     # -- creation (manager only) -------------------------------------------
     @classmethod
@@ -188,6 +190,7 @@ class Segment:
         seg = cls.__new__(cls)
         seg.name, seg.owned, seg.tracked = name, True, tracked
         seg._mmap = None  # type: ignore[assignment]
+        seg.fd = None
         seg.buf = memoryview(b"")
         seg.capacity = capacity
         _reserved += HEADER_SIZE + capacity
@@ -195,11 +198,14 @@ class Segment:
 
     # -- attaching (everyone else) ---------------------------------------------
     @classmethod
-    def attach(cls, name: str, kind: int, *, writable: bool = False) -> Segment:
+    def attach(
+        cls, name: str, kind: int, *, writable: bool = False, keep_fd: bool = False
+    ) -> Segment:
         """Map an existing segment read-only (or read-write), untracked; check its header.
 
-        Raises FileNotFoundError when the segment is gone and :class:`StoreError`
-        when it is not one of ours.
+        With ``keep_fd``, the descriptor stays open as :attr:`fd` (for ``pread``)
+        until :meth:`close`.  Raises FileNotFoundError when the segment is gone
+        and :class:`StoreError` when it is not one of ours.
         """
         flags = os.O_RDWR if writable else os.O_RDONLY
         fd = _posixshmem.shm_open("/" + name, flags, mode=0o600)
@@ -209,9 +215,13 @@ class Segment:
                 raise StoreError(f"segment {name} is {size} bytes: too small to be ours")
             prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
             mapping = mmap.mmap(fd, size, prot=prot)
-        finally:
+        except BaseException:
+            os.close(fd)
+            raise
+        if not keep_fd:
             os.close(fd)
         seg = cls(name, mapping, owned=False, tracked=False)
+        seg.fd = fd if keep_fd else None
         magic, version, seg_kind, capacity, _, _, _ = HEADER.unpack_from(seg.buf, 0)
         if magic != MAGIC or version != LAYOUT_VERSION or seg_kind != kind:
             seg.close()
@@ -222,9 +232,17 @@ class Segment:
             )
         if HEADER_SIZE + capacity > size:
             seg.close()
-            raise StoreError(f"segment {name} claims {capacity} bytes but maps only {size}")
+            raise StoreError(
+                f"segment {name} is truncated or damaged: its header claims {capacity} bytes "
+                f"but the segment holds {size - HEADER_SIZE}."
+            )
         seg.capacity = capacity
         return seg
+
+    @property
+    def mapping(self) -> mmap.mmap | None:
+        """The mapping itself (slicing it copies bytes in one step), or None once closed."""
+        return self._mmap
 
     # -- header fields -------------------------------------------------------
     @property
@@ -244,7 +262,10 @@ class Segment:
 
     # -- release --------------------------------------------------------------
     def close(self) -> None:
-        """Unmap. Safe to call twice. A reader's views into ``buf`` must be gone."""
+        """Unmap (and close :attr:`fd`). Safe to call twice."""
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
         if self._mmap is None:
             return
         try:
@@ -264,14 +285,18 @@ class Segment:
         _reserved -= HEADER_SIZE + self.capacity
 
 
-def unlink_segment(name: str, *, tracked: bool) -> bool:
-    """Unlink ``name``; False when it was already gone."""
+def unlink_segment(name: str, *, tracked: bool | None) -> bool:
+    """Unlink ``name``; False when it was already gone.
+
+    ``tracked``: unregister it from the resource tracker too; None: only when
+    it existed (a segment that a forked child may or may not have created).
+    """
     try:
         _posixshmem.shm_unlink("/" + name)
         gone = True
     except FileNotFoundError:
         gone = False
-    if tracked:
+    if tracked or (tracked is None and gone):
         try:
             _tracker_unregister("/" + name)
         except Exception:  # pragma: no cover - tracker already gone at interpreter exit

@@ -42,7 +42,6 @@ from typing import Any
 from .. import env
 from ..errors import StoreError, StoreUnavailable
 from .log import DEFAULT_CHECKPOINT_BYTES, DEFAULT_SEGMENT_BYTES
-from .manager import ManagerConfig
 from .shm import list_segments, pid_alive, unlink_segment
 
 __all__ = [
@@ -152,6 +151,8 @@ class ManagerProcess:
     ) -> None:
         self.authkey = authkey if authkey is not None else secrets.token_bytes(32)
         self._own_dir = address is None  # the manager made the socket's directory
+        from .manager import ManagerConfig  # here: a reader never imports the manager
+
         config = ManagerConfig(
             address=address,
             authkey=self.authkey,
@@ -253,6 +254,8 @@ def ensure_manager(
             return
         with contextlib.suppress(FileNotFoundError):
             os.unlink(address)  # a socket left by a manager that died
+        from .manager import ManagerConfig
+
         config = ManagerConfig(address=address, authkey=authkey, watch_pid=owner_pid)
         log_fd = os.open(address + ".log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
