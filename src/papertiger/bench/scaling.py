@@ -20,27 +20,41 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["ReaderPool", "reader_main", "run_scaling"]
+__all__ = [
+    "ProcessPool",
+    "ReaderPool",
+    "reader_main",
+    "run_scaling",
+    "summarize_rounds",
+    "timed_loop",
+]
 
 #: random ids each reader cycles through
 KEYS = 4096
 CHUNK = 32
 
 
-def _read_loop(
-    fn: Callable[[str], object], keys: list[str], start_at: float, end_at: float
+def timed_loop(
+    fn: Callable[[Any], object],
+    items: Sequence[Any],
+    start_at: float,
+    end_at: float,
+    chunk: int = CHUNK,
 ) -> tuple[int, float]:
+    """Call ``fn`` on ``items`` in turn, from ``start_at`` until ``end_at`` (``time.monotonic``
+    instants shared by the workers of a round), ``chunk`` calls between looks at the
+    clock; returns ``(calls, seconds taken)``."""
     delay = start_at - time.monotonic()
     if delay > 0:
         time.sleep(delay)
     start = time.monotonic()
     n = j = 0
-    size = len(keys)
+    size = len(items)
     while True:
-        for k in keys[j : j + CHUNK]:
-            fn(k)
-        n += CHUNK
-        j = (j + CHUNK) % size
+        for item in items[j : j + chunk]:
+            fn(item)
+        n += chunk
+        j = (j + chunk) % size
         if time.monotonic() >= end_at:
             break
     return n, time.monotonic() - start
@@ -90,24 +104,28 @@ def reader_main(
                 break
             _, system, start_at, end_at = msg
             with papertiger.use_namespace(ns):
-                conn.send(_read_loop(fns[system], keys, start_at, end_at))
+                conn.send(timed_loop(fns[system], keys, start_at, end_at))
         conn.close()
 
 
-class ReaderPool:
-    """``n`` reader processes, ready to run rounds."""
+class ProcessPool:
+    """``n`` worker processes running ``target(conn, *args, i)``, ready to run rounds.
 
-    def __init__(
-        self, ctx: Any, n: int, ns: str, ids: list[str], mdict: Any, redis_socket: str | None
-    ) -> None:
+    Each worker sends ``("ready", systems)`` once it has connected to every
+    system, then answers ``("run", system, start_at, end_at)`` with
+    ``(operations, elapsed)`` until it gets ``("stop",)``.  Readers and writers
+    (:mod:`.writers`) both run in one.
+    """
+
+    role = "worker"
+
+    def __init__(self, ctx: Any, n: int, target: Callable[..., None], *args: Any) -> None:
         self.procs: list[Any] = []
         self.conns: list[Any] = []
         try:
             for i in range(n):
                 ours, theirs = ctx.Pipe()
-                proc = ctx.Process(
-                    target=reader_main, args=(theirs, ns, ids, mdict, redis_socket, i)
-                )
+                proc = ctx.Process(target=target, args=(theirs, *args, i))
                 proc.start()
                 theirs.close()
                 self.procs.append(proc)
@@ -116,11 +134,11 @@ class ReaderPool:
             for conn in self.conns:
                 try:
                     if not conn.poll(300):
-                        raise RuntimeError("a reader process did not get ready within 300 s.")
+                        raise RuntimeError(f"a {self.role} process did not get ready within 300 s.")
                     _, systems = conn.recv()
                 except EOFError:
                     raise RuntimeError(
-                        "a reader process exited before it was ready; its error is above."
+                        f"a {self.role} process exited before it was ready; its error is above."
                     ) from None
             self.systems: list[str] = list(systems or [])
         except BaseException:
@@ -128,7 +146,7 @@ class ReaderPool:
             raise
 
     def round(self, system: str, k: int, seconds: float) -> float:
-        """Total operations per second of ``k`` readers reading together."""
+        """Total operations per second of ``k`` workers working together."""
         start_at = time.monotonic() + 0.02
         for conn in self.conns[:k]:
             conn.send(("run", system, start_at, start_at + seconds))
@@ -137,6 +155,30 @@ class ReaderPool:
             ops, elapsed = conn.recv()
             total += ops / elapsed
         return total
+
+    def interleaved(
+        self,
+        preference: Sequence[str],
+        counts: Sequence[int],
+        seconds: float,
+        repeats: int,
+        progress: Callable[[str, int, int, str], None],
+        stage: str,
+    ) -> dict[str, dict[int, list[float]]]:
+        """``repeats`` rounds of every system the workers have (in ``preference``'s
+        order, rotated each repeat) and every count: the samples, per system and count."""
+        order = [s for s in preference if s in self.systems]
+        samples: dict[str, dict[int, list[float]]] = {s: {k: [] for k in counts} for s in order}
+        total = repeats * len(order) * len(counts)
+        done = 0
+        for r in range(repeats):
+            shift = r % len(order)
+            for system in order[shift:] + order[:shift]:
+                for k in counts:
+                    samples[system][k].append(self.round(system, k, seconds))
+                    done += 1
+                    progress(stage, done, total, f"{system} × {k}")
+        return samples
 
     def close(self) -> None:
         for conn in self.conns:
@@ -148,6 +190,17 @@ class ReaderPool:
             if proc.is_alive():
                 proc.terminate()
                 proc.join(5)
+
+
+class ReaderPool(ProcessPool):
+    """``n`` reader processes (:func:`reader_main`), ready to run rounds."""
+
+    role = "reader"
+
+    def __init__(
+        self, ctx: Any, n: int, ns: str, ids: list[str], mdict: Any, redis_socket: str | None
+    ) -> None:
+        super().__init__(ctx, n, reader_main, ns, ids, mdict, redis_socket)
 
 
 def run_scaling(
@@ -166,24 +219,21 @@ def run_scaling(
     progress("scaling", 0, 1, f"starting {max(counts)} readers")
     pool = ReaderPool(ctx, max(counts), ns, ids, mdict, redis_socket)
     try:
-        order = [s for s in ("floor", "papertiger", "manager", "redis") if s in pool.systems]
-        samples: dict[str, dict[int, list[float]]] = {s: {k: [] for k in counts} for s in order}
-        total = repeats * len(order) * len(counts)
-        done = 0
-        for r in range(repeats):
-            shift = r % len(order)
-            for system in order[shift:] + order[:shift]:
-                for k in counts:
-                    samples[system][k].append(pool.round(system, k, seconds))
-                    done += 1
-                    progress("scaling", done, total, f"{system} × {k}")
+        systems = ("floor", "papertiger", "manager", "redis")
+        samples = pool.interleaved(systems, counts, seconds, repeats, progress, "scaling")
     finally:
         pool.close()
+    return {"readers": counts, **summarize_rounds(samples, "ops_per_s", seconds, repeats)}
+
+
+def summarize_rounds(
+    samples: dict[str, dict[int, list[float]]], figure: str, seconds: float, repeats: int
+) -> dict[str, Any]:
+    """The medians (under ``figure``) and the samples of :meth:`ProcessPool.interleaved`."""
     return {
-        "readers": counts,
         "seconds": seconds,
         "repeats": repeats,
-        "ops_per_s": {
+        figure: {
             s: {str(k): statistics.median(v) for k, v in by_k.items()}
             for s, by_k in samples.items()
         },

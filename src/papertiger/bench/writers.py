@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import statistics
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
+
+from .scaling import ProcessPool, summarize_rounds, timed_loop
 
 __all__ = ["WriterPool", "run_writer_scaling", "writer_main"]
 
@@ -34,28 +34,6 @@ REDIS_DB = 1
 #: records each writer cycles through
 RECORDS = 256
 CHUNK = 16
-
-
-def _write_loop(
-    fn: Callable[[dict[str, Any]], object],
-    records: list[dict[str, Any]],
-    start_at: float,
-    end_at: float,
-) -> tuple[int, float]:
-    delay = start_at - time.monotonic()
-    if delay > 0:
-        time.sleep(delay)
-    start = time.monotonic()
-    n = j = 0
-    size = len(records)
-    while True:
-        for record in records[j : j + CHUNK]:
-            fn(record)
-        n += CHUNK
-        j = (j + CHUNK) % size
-        if time.monotonic() >= end_at:
-            break
-    return n, time.monotonic() - start
 
 
 def writer_main(conn: Any, mdict: Any, redis_socket: str | None, index: int) -> None:
@@ -109,62 +87,24 @@ def writer_main(conn: Any, mdict: Any, redis_socket: str | None, index: int) -> 
                 continue
             _, system, start_at, end_at = msg
             with papertiger.use_namespace(NS):
-                conn.send(_write_loop(fns[system], records, start_at, end_at))
+                conn.send(timed_loop(fns[system], records, start_at, end_at, CHUNK))
         conn.close()
 
 
-class WriterPool:
-    """``n`` writer processes, ready to run rounds."""
+class WriterPool(ProcessPool):
+    """``n`` writer processes (:func:`writer_main`), ready to run rounds."""
+
+    role = "writer"
 
     def __init__(self, ctx: Any, n: int, mdict: Any, redis_socket: str | None) -> None:
-        self.procs: list[Any] = []
-        self.conns: list[Any] = []
-        try:
-            for i in range(n):
-                ours, theirs = ctx.Pipe()
-                proc = ctx.Process(target=writer_main, args=(theirs, mdict, redis_socket, i))
-                proc.start()
-                theirs.close()
-                self.procs.append(proc)
-                self.conns.append(ours)
-            systems = None
-            for conn in self.conns:
-                try:
-                    if not conn.poll(300):
-                        raise RuntimeError("a writer process did not get ready within 300 s.")
-                    _, systems = conn.recv()
-                except EOFError:
-                    raise RuntimeError(
-                        "a writer process exited before it was ready; its error is above."
-                    ) from None
-            self.systems: list[str] = list(systems or [])
-        except BaseException:
-            self.close()
-            raise
+        super().__init__(ctx, n, writer_main, mdict, redis_socket)
 
     def round(self, system: str, k: int, seconds: float) -> float:
         """Total inserts per second of ``k`` writers writing together; then clear, untimed."""
-        start_at = time.monotonic() + 0.02
-        for conn in self.conns[:k]:
-            conn.send(("run", system, start_at, start_at + seconds))
-        total = 0.0
-        for conn in self.conns[:k]:
-            ops, elapsed = conn.recv()
-            total += ops / elapsed
+        total = super().round(system, k, seconds)
         self.conns[0].send(("clear", system))
         self.conns[0].recv()
         return total
-
-    def close(self) -> None:
-        for conn in self.conns:
-            with contextlib.suppress(OSError):
-                conn.send(("stop",))
-            conn.close()
-        for proc in self.procs:
-            proc.join(5)
-            if proc.is_alive():
-                proc.terminate()
-                proc.join(5)
 
 
 def run_writer_scaling(
@@ -181,26 +121,8 @@ def run_writer_scaling(
     progress("writers", 0, 1, f"starting {max(counts)} writers")
     pool = WriterPool(ctx, max(counts), mdict, redis_socket)
     try:
-        order = [s for s in ("papertiger", "redis", "manager") if s in pool.systems]
-        samples: dict[str, dict[int, list[float]]] = {s: {k: [] for k in counts} for s in order}
-        total = repeats * len(order) * len(counts)
-        done = 0
-        for r in range(repeats):
-            shift = r % len(order)
-            for system in order[shift:] + order[:shift]:
-                for k in counts:
-                    samples[system][k].append(pool.round(system, k, seconds))
-                    done += 1
-                    progress("writers", done, total, f"{system} × {k}")
+        systems = ("papertiger", "redis", "manager")
+        samples = pool.interleaved(systems, counts, seconds, repeats, progress, "writers")
     finally:
         pool.close()
-    return {
-        "writers": counts,
-        "seconds": seconds,
-        "repeats": repeats,
-        "inserts_per_s": {
-            s: {str(k): statistics.median(v) for k, v in by_k.items()}
-            for s, by_k in samples.items()
-        },
-        "samples": {s: {str(k): v for k, v in by_k.items()} for s, by_k in samples.items()},
-    }
+    return {"writers": counts, **summarize_rounds(samples, "inserts_per_s", seconds, repeats)}

@@ -48,13 +48,12 @@ def start(config: DaemonConfig, timeout: float = START_TIMEOUT) -> dict[str, Any
             "Stop it first with 'papertiger daemon stop'.",
             running,
         )
-    log_fd = os.open(paths.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
-        proc, report = start_process(
+        _, report = start_process(
             "papertiger.daemon",
             config.to_json(),
             keep_stdin=False,
-            stderr=log_fd,
+            log_path=paths.log,
             detached=True,
             timeout=timeout,
             what="the papertiger daemon",
@@ -64,16 +63,10 @@ def start(config: DaemonConfig, timeout: float = START_TIMEOUT) -> dict[str, Any
         raise StoreUnavailable(
             f"{exc} Its log {paths.log} ends with:\n{_tail(paths.log)}"
         ) from None
-    finally:
-        os.close(log_fd)
-    if proc.stdout is not None:
-        proc.stdout.close()
     if "error" in report:
         if report.get("running"):
             raise DaemonRunning(str(report["error"]), read_state(paths))
         raise StoreError(str(report["error"]))
-    # The daemon outlives us: forget it without waiting (it is in its own session).
-    proc.returncode = 0
     return report
 
 

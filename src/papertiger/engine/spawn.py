@@ -84,7 +84,7 @@ def start_process(
     config: str,
     *,
     keep_stdin: bool,
-    stderr: int | None = None,
+    log_path: str | os.PathLike[str] | None = None,
     detached: bool = False,
     timeout: float = START_TIMEOUT,
     what: str = "the papertiger manager",
@@ -93,20 +93,30 @@ def start_process(
     """Run ``python -m module``, send it ``config`` (one line), await its ready report.
 
     ``keep_stdin`` leaves stdin open (the child watches it to follow its
-    owner out).  Raises :class:`StoreUnavailable` when the child does not
-    report within ``timeout`` or exits, and (with ``check``)
-    :class:`StoreError` with the child's own message when it reports an error.
+    owner out).  ``log_path``: the child's stderr is appended there (else it
+    shares ours).  ``detached``: the child runs in its own session, from
+    ``/``, and is never waited for: it outlives us.  Raises
+    :class:`StoreUnavailable` when the child does not report within
+    ``timeout`` or exits, and (with ``check``) :class:`StoreError` with the
+    child's own message when it reports an error.
     """
-    proc = subprocess.Popen(
-        [sys.executable, "-m", module],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=stderr,
-        env=child_env(),
-        close_fds=True,
-        cwd="/" if detached else None,
-        start_new_session=detached,
-    )
+    log_fd = None
+    if log_path is not None:
+        log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", module],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log_fd,
+            env=child_env(),
+            close_fds=True,
+            cwd="/" if detached else None,
+            start_new_session=detached,
+        )
+    finally:
+        if log_fd is not None:
+            os.close(log_fd)
     assert proc.stdin is not None and proc.stdout is not None
     proc.stdin.write((config + "\n").encode())
     proc.stdin.flush()
@@ -129,6 +139,9 @@ def start_process(
         proc.wait()
         if check:
             raise StoreError(f"{what} could not start: {report['error']}")
+    elif detached:
+        proc.returncode = 0  # it outlives us: never wait for it
+        proc.stdout.close()
     return proc, report
 
 
@@ -257,21 +270,14 @@ def ensure_manager(
         from .manager import ManagerConfig
 
         config = ManagerConfig(address=address, authkey=authkey, watch_pid=owner_pid)
-        log_fd = os.open(address + ".log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        try:
-            proc, _ = start_process(
-                "papertiger.engine",
-                config.to_json(),
-                keep_stdin=False,
-                stderr=log_fd,
-                detached=True,
-                timeout=timeout,
-            )
-        finally:
-            os.close(log_fd)
-        proc.returncode = 0  # it outlives us: never wait for it
-        if proc.stdout is not None:
-            proc.stdout.close()
+        start_process(
+            "papertiger.engine",
+            config.to_json(),
+            keep_stdin=False,
+            log_path=address + ".log",
+            detached=True,
+            timeout=timeout,
+        )
     finally:
         os.close(lock_fd)
 

@@ -227,23 +227,16 @@ def start_server_process(
         "env": dict(store_env),
         "owner_pid": owner_pid,
     }
-    log_fd = None
-    if log_path is not None:
-        log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    try:
-        proc, report = start_process(
-            "papertiger.http",
-            json.dumps(config),
-            keep_stdin=False,
-            stderr=log_fd,
-            detached=detached,
-            timeout=timeout,
-            what="papertiger's HTTP server",
-        )
-    finally:
-        if log_fd is not None:
-            os.close(log_fd)
-    if proc.stdout is not None:
+    proc, report = start_process(
+        "papertiger.http",
+        json.dumps(config),
+        keep_stdin=False,
+        log_path=log_path,
+        detached=detached,
+        timeout=timeout,
+        what="papertiger's HTTP server",
+    )
+    if proc.stdout is not None and not proc.stdout.closed:
         proc.stdout.close()
     return proc, HttpServer(str(report["url"]), int(report["port"]), host, int(report["pid"]))
 
@@ -377,7 +370,7 @@ def ensure_server(
         found = _read_state(state)
         if found is not None and _answers(found):
             return found
-        proc, server = start_server_process(
+        _, server = start_server_process(
             host,
             0,
             store_env,
@@ -385,7 +378,6 @@ def ensure_server(
             log_path=os.path.join(directory, "http.log"),
             detached=True,
         )
-        proc.returncode = 0  # it outlives us: never wait for it
         tmp = state + ".tmp"
         with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
             json.dump(
