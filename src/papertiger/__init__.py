@@ -17,10 +17,10 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .errors import AlreadyExists, InvalidRequest, NotFound, StoreError, StoreUnavailable
+from .lazy import lazy_attributes
 from .namespace import GLOBAL, current_namespace, set_default_namespace, use_namespace
 from .once import once  # the function shadows its module's name, so it is bound eagerly
 
@@ -70,14 +70,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    home = _LAZY.get(name)
-    if home is None:
-        raise AttributeError(f"module 'papertiger' has no attribute {name!r}")
-    value = getattr(importlib.import_module(home, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, __all__)

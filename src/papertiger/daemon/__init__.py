@@ -14,8 +14,7 @@ discovers a daemon (:func:`discover`) never imports the manager.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ..lazy import lazy_attributes
 
 __all__ = [
     "DaemonConfig",
@@ -34,24 +33,20 @@ __all__ = [
 ]
 
 _HOMES = {
-    "DaemonPaths": "paths",
-    "daemon_paths": "paths",
-    "ensure_state_dir": "paths",
-    "DaemonInfo": "statefile",
-    "discover": "statefile",
-    "find_daemon": "statefile",
-    "DaemonConfig": "run",
-    "run": "run",
-    "StopReport": "control",
-    "query": "control",
-    "start": "control",
-    "stop": "control",
-    "collect_garbage": "gc",
+    "DaemonPaths": ".paths",
+    "daemon_paths": ".paths",
+    "ensure_state_dir": ".paths",
+    "DaemonInfo": ".statefile",
+    "discover": ".statefile",
+    "find_daemon": ".statefile",
+    "DaemonConfig": ".run",
+    "run": ".run",
+    "StopReport": ".control",
+    "query": ".control",
+    "start": ".control",
+    "stop": ".control",
+    "collect_garbage": ".gc",
 }
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'papertiger.daemon' has no attribute {name!r}")
-    return getattr(importlib.import_module(f".{home}", __name__), name)
+__getattr__, __dir__ = lazy_attributes(__name__, _HOMES, __all__)
