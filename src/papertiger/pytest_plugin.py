@@ -70,7 +70,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import sys
 import tempfile
 import warnings
@@ -285,7 +284,9 @@ def _choose_store(config: pytest.Config, stack: contextlib.ExitStack) -> RunInfo
             raise pytest.UsageError(
                 f"papertiger: the authkey of {address} must be hex, as papertiger prints it."
             ) from None
-        if not _answers(address):
+        from .engine.spawn import answers
+
+        if not answers(address):
             raise pytest.UsageError(
                 f"papertiger: cannot use the manager at {address}: nothing answers there.\n"
                 f"Start one ('papertiger daemon start'), fix --papertiger-address / "
@@ -308,17 +309,6 @@ def _choose_store(config: pytest.Config, stack: contextlib.ExitStack) -> RunInfo
     if run.external:
         stack.callback(_clear_run, config, run)  # first: while still pointed at the store
     return run
-
-
-def _answers(address: str) -> bool:
-    """True when something accepts connections at the Unix socket (a connect, no more)."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        probe.settimeout(2.0)
-        try:
-            probe.connect(address)
-        except OSError:
-            return False
-    return True
 
 
 @contextlib.contextmanager

@@ -64,6 +64,7 @@ import msgpack
 from .machine import memory_of
 from .plan import Plan
 from .records import checkout_sessions
+from .report import count_label
 
 __all__ = [
     "analyse",
@@ -491,7 +492,7 @@ def targets(raw: dict[str, Any], target: Callable[..., dict[str, Any]]) -> list[
     if not found:
         why = "the new-process figures did not run"
         return [target("a new process's first read: targets", None, "<=", 1.0, why)]
-    small, large = _count(ratios["small"]), _count(ratios["large"])
+    small, large = count_label(ratios["small"]), count_label(ratios["large"])
     redis_why = str(raw.get("systems", {}).get("redis", {}).get("reason") or "no Redis")
     out = [
         target(
@@ -535,14 +536,6 @@ def targets(raw: dict[str, Any], target: Callable[..., dict[str, Any]]) -> list[
     return out
 
 
-def _count(n: int) -> str:
-    if n >= 1_000_000 and n % 1_000_000 == 0:
-        return f"{n // 1_000_000}M"
-    if n >= 1000 and n % 1000 == 0:
-        return f"{n // 1000}k"
-    return f"{n:,}"
-
-
 def _ms(seconds: float | None) -> str:
     return "—" if seconds is None else f"{seconds * 1000:.0f} ms"
 
@@ -558,9 +551,9 @@ def first_read_rows(raw: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     sizes = found["sizes"]
     header = ["system"]
     for n in sizes:
-        header += [f"time at {_count(n)}", f"peak RSS at {_count(n)}"]
+        header += [f"time at {count_label(n)}", f"peak RSS at {count_label(n)}"]
     if len(sizes) > 1:
-        header.append(f"time {_count(sizes[-1])}/{_count(sizes[0])}")
+        header.append(f"time {count_label(sizes[-1])}/{count_label(sizes[0])}")
     rows = []
     pt_large = found["first_read"].get("papertiger", {}).get(str(sizes[-1]), {}).get("median_s")
     for system in SYSTEMS:

@@ -250,8 +250,8 @@ def _targets(raw: dict[str, Any]) -> list[dict[str, Any]]:
     for row in raw["growth"]:
         largest, smallest = row["largest"], row["smallest"]
         name = (
-            f"{LABELS[row['op']]} at {_count(largest)} records ≤ 1.25× its cost "
-            f"at {_count(smallest)}"
+            f"{LABELS[row['op']]} at {count_label(largest)} records ≤ 1.25× its cost "
+            f"at {count_label(smallest)}"
         )
         if largest < 1_000_000:
             name += " (1M with --full)"
@@ -275,7 +275,8 @@ def _targets(raw: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 # -- formatting --------------------------------------------------------------------
-def _count(n: int) -> str:
+def count_label(n: int) -> str:
+    """``n`` as a row label: 1k, 100k, 1M, or 1,234. O(1)."""
     if n >= 1_000_000 and n % 1_000_000 == 0:
         return f"{n // 1_000_000}M"
     if n >= 1000 and n % 1000 == 0:
@@ -399,7 +400,7 @@ def writer_rows(raw: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 def growth_rows(raw: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     sizes = sorted(raw.get("sizes", []))
-    header = ["operation", *(f"{_count(n)} records" for n in sizes), "largest/smallest"]
+    header = ["operation", *(f"{count_label(n)} records" for n in sizes), "largest/smallest"]
     rows = []
     for row in raw["growth"]:
         cells = [LABELS[row["op"]]]
