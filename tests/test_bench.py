@@ -28,7 +28,9 @@ from papertiger.bench.workloads import OPS
 from papertiger.engine.shm import list_segments
 from papertiger.fixtures import vary_checkout_session
 
-pytest.importorskip("pyperf")
+pytest.importorskip(
+    "pyperf", reason="the benchmark harness needs its extra: pip install -e '.[bench]'"
+)
 
 TINY = [
     "--quick",

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("pyperf")
+pytest.importorskip(
+    "pyperf", reason="the benchmark harness needs its extra: pip install -e '.[bench]'"
+)
 
 
 def test_http_only_bench_smoke(tmp_path: Path) -> None:
