@@ -7,11 +7,17 @@ through the API of the other.  A transition is a conditional patch
 (``expect={"status": "open"}``), so exactly one applies; the other gets the
 answer it would get a moment later (Stripe's error for a session that is no
 longer open), and a customer made for a Pay that lost is deleted.
+
+The same holds for taking over a stale ``Idempotency-Key`` claim: of two
+retries that find it at once, exactly one runs the request.
 """
 
 from __future__ import annotations
 
+import json
 import threading
+import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -19,10 +25,12 @@ import stripe
 
 import papertiger
 from papertiger.http import pay_checkout
+from papertiger.http.idempotency import STALE_SECONDS, IdempotencyKeys, fingerprint
 from papertiger.store import CheckoutSessions, Customers
-from stripe_support import make_price, make_session
+from stripe_support import make_price, make_session, raw
 
 SESSIONS = 30
+KEYS = 60
 
 
 def race(first: Callable[[], Any], second: Callable[[], Any]) -> list[Any]:
@@ -90,3 +98,45 @@ def test_pay_and_expire_at_once_exactly_one_wins(client: Any, papertiger_stripe:
     # every Pay that won made its customer; every Pay that lost left none behind
     assert Customers.count() == wins["pay"]
     assert wins["pay"] + wins["expire"] == SESSIONS
+
+
+def test_two_retries_taking_over_a_stale_claim_run_the_request_once(
+    papertiger_stripe: Any,
+) -> None:
+    body = "email=stale%40example.com"
+    digest = fingerprint("POST", "/v1/customers", {"email": "stale@example.com"})
+    ran = 0
+    with papertiger.serve_http() as other:
+        for _ in range(KEYS):
+            key = str(uuid.uuid4())
+            # a claim whose server died before it answered
+            IdempotencyKeys.insert(
+                {
+                    "id": key,
+                    "request": digest,
+                    "state": "running",
+                    "claimed": time.time() - 2 * STALE_SECONDS,
+                }
+            )
+
+            def retry(url: str, key: str = key) -> Any:
+                headers = {"Idempotency-Key": key}
+                api_key = papertiger_stripe.api_key
+                return raw(url, "POST", "/v1/customers", body, key=api_key, headers=headers)
+
+            first, second = race(lambda: retry(papertiger_stripe.url), lambda: retry(other.url))
+            answers = [first, second]
+            for answer in answers:
+                assert not isinstance(answer, Exception), repr(answer)
+                assert answer.status in (200, 409), answer.text
+            ran_now = [
+                a for a in answers if a.status == 200 and "idempotent-replayed" not in a.headers
+            ]
+            assert len(ran_now) == 1, [(a.status, a.headers, a.text) for a in answers]
+            ran += 1
+            for answer in answers:
+                if answer.status == 409:  # the other one was still running: in flight
+                    assert answer.error["code"] == "idempotency_key_in_use"
+                else:
+                    assert json.loads(answer.text)["id"] == ran_now[0].json["id"]
+    assert Customers.count() == ran == KEYS
