@@ -134,8 +134,15 @@ def test_manager_rejects_malformed_frames(seeded: dict[str, Any]) -> None:
         (["put", "", "s", ns, "insert", ["cs_raw", 1, good, None]], "request"),
         (["put", "checkout_sessions", "s", [], "insert", ["cs_raw", 1, good, None]], "namespace"),
         (["put_many", "checkout_sessions", "s", ns, "nope"], "request"),
-        (["patch", "checkout_sessions", "s", ns, seeded["id"], b"\xc1", []], "request"),
-        (["patch", "checkout_sessions", "s", ns, seeded["id"], good, "customer"], "request"),
+        (["patch", "checkout_sessions", "s", ns, seeded["id"], b"\xc1", [], None], "request"),
+        (["patch", "checkout_sessions", "s", ns, seeded["id"], good, "customer", None], "request"),
+        (["patch", "checkout_sessions", "s", ns, seeded["id"], good, []], "request"),
+        (["patch", "checkout_sessions", "s", ns, seeded["id"], good, [], b"\xc1"], "expect"),
+        (["patch", "checkout_sessions", "s", ns, seeded["id"], good, [], "status"], "expect"),
+        (
+            ["patch", "checkout_sessions", "s", ns, seeded["id"], good, [], b"\x81\x01\x01"],
+            "expect",
+        ),
         (["delete", "checkout_sessions", "s", ns], "request"),
         (["drop_everything"], "request"),
     ]

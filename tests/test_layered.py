@@ -163,7 +163,7 @@ class LayeredMachine(RuleBasedStateMachine):
     )
     def patch(self, table: str, ns: tuple[str, ...], rid: str, changes: dict[str, Any]) -> None:
         packed = msgpack.packb(changes, use_bin_type=True)
-        self.request(["patch", table, RESOURCE, list(ns), rid, packed, ["customer"]])
+        self.request(["patch", table, RESOURCE, list(ns), rid, packed, ["customer"], None])
 
     @rule(
         table=st.sampled_from(TABLES),

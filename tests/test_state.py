@@ -226,7 +226,9 @@ class StateMachine(RuleBasedStateMachine):
     def patch(self, table: str, ns: tuple[str, ...], rid: str, changes: dict[str, Any]) -> None:
         current = self.model.get(table, ns, rid)
         packed = msgpack.packb(changes, use_bin_type=True)
-        err = self.request(["patch", table, RESOURCE, list(ns), rid, packed, list(INDEX_FIELDS)])
+        err = self.request(
+            ["patch", table, RESOURCE, list(ns), rid, packed, list(INDEX_FIELDS), None]
+        )
         if current is None:
             assert isinstance(err, NotFound) and err.param == "id"
         elif "id" in changes and changes["id"] != rid:

@@ -19,7 +19,14 @@ __version__ = "0.1.0"
 
 from typing import TYPE_CHECKING
 
-from .errors import AlreadyExists, InvalidRequest, NotFound, StoreError, StoreUnavailable
+from .errors import (
+    AlreadyExists,
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    StoreError,
+    StoreUnavailable,
+)
 from .lazy import lazy_attributes
 from .namespace import GLOBAL, current_namespace, set_default_namespace, use_namespace
 from .once import once  # the function shadows its module's name, so it is bound eagerly
@@ -36,6 +43,7 @@ __all__ = [
     "GLOBAL",
     "AlreadyExists",
     "Backend",
+    "Conflict",
     "InvalidRequest",
     "NotFound",
     "Server",

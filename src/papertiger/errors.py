@@ -5,6 +5,8 @@ derive from the builtin a caller would naturally catch (``NotFound`` is a
 ``KeyError``, ``InvalidRequest`` a ``ValueError``, ``StoreUnavailable`` a
 ``ConnectionError``), and carry Stripe's ``param`` and ``code`` where Stripe
 would set them, so an error can be rendered as Stripe's error body.
+``Conflict`` (a conditional write that found the record changed) is an
+``InvalidRequest``.
 
 Errors cross the process boundary as ``[kind, message, param]`` (see
 :func:`error_to_wire` / :func:`error_from_wire`).
@@ -16,6 +18,7 @@ from typing import Any
 
 __all__ = [
     "AlreadyExists",
+    "Conflict",
     "DaemonRunning",
     "DataFileError",
     "InvalidRequest",
@@ -75,7 +78,19 @@ class AlreadyExists(StoreError):
 class InvalidRequest(StoreError, ValueError):
     """The call's arguments are malformed; ``param`` names the one at fault."""
 
-    code = "parameter_invalid"
+    code: str | None = "parameter_invalid"
+
+
+class Conflict(InvalidRequest):
+    """A conditional ``patch`` (``expect=``) found the record changed: nothing was written.
+
+    ``param`` names the first expected field whose current value differs; the
+    message names the record, that field, the expected and the current value.
+    Re-read the record, decide again, and retry (or give up).
+    """
+
+    code = None
+    http_status = 409
 
 
 class StoreUnavailable(StoreError, ConnectionError):
@@ -103,7 +118,7 @@ class NoDaemon(StoreError):
 
 _KINDS: dict[str, type[StoreError]] = {
     cls.__name__: cls
-    for cls in (StoreError, NotFound, AlreadyExists, InvalidRequest, StoreUnavailable)
+    for cls in (StoreError, NotFound, AlreadyExists, InvalidRequest, Conflict, StoreUnavailable)
 }
 
 

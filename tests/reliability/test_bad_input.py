@@ -344,6 +344,7 @@ ARGS: dict[str, list[Any]] = {
         wire_ids,
         packed_records,
         st.one_of(st.just(["customer"]), msgpackable),
+        st.one_of(st.none(), packed_records),  # expect
     ],
     "delete": [tables, st.text(max_size=5), wire_ns, wire_ids],
     "clear_namespace": [tables, wire_ns],

@@ -20,6 +20,9 @@ backend (``tests/conformance``):
   of a missing id raise :class:`~papertiger.NotFound` (``param="id"``);
 * ``put_many`` is all or nothing; ``patch`` is atomic (two writers never lose
   each other's keys) and follows :func:`papertiger.core.resolve.apply_patch`;
+  with ``expect`` it applies only if :func:`papertiger.core.resolve.check_expect`
+  passes against the very record it replaces, else it raises
+  :class:`~papertiger.Conflict` and writes nothing;
 * pages follow :func:`papertiger.core.pagination.select_page`, in
   O(log n + limit); ``count`` is O(1);
 * ``clear_namespace(ns)`` removes ``ns`` and every namespace nested under it;
@@ -113,8 +116,21 @@ class Backend(abc.ABC):
         stream it, and must insert nothing when iterating it raises."""
 
     @abc.abstractmethod
-    def patch(self, table: TableSpec, ns: Namespace, record_id: str, changes: bytes) -> bytes:
-        """Merge packed ``changes`` into the record atomically; return the merged, packed."""
+    def patch(
+        self,
+        table: TableSpec,
+        ns: Namespace,
+        record_id: str,
+        changes: bytes,
+        expect: bytes | None = None,
+    ) -> bytes:
+        """Merge packed ``changes`` into the record atomically; return the merged, packed.
+
+        ``expect`` (packed like ``changes``: a map of top-level field to value)
+        makes the patch conditional: it is checked, with
+        :func:`~papertiger.core.resolve.check_expect`, atomically with the write.
+        O(log n).
+        """
 
     @abc.abstractmethod
     def delete(self, table: TableSpec, ns: Namespace, record_id: str) -> None:

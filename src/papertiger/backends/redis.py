@@ -18,7 +18,11 @@ partition shares one hash tag, so each write is one Lua script
   slot, then committed by one script), ``delete``.  ``patch`` reads the
   record, merges with :func:`~papertiger.core.resolve.apply_patch` here, and
   stores the result with a compare-and-set script, retrying when another
-  writer got there first: no writer loses another's keys.
+  writer got there first: no writer loses another's keys.  A conditional
+  patch (``expect``) checks :func:`~papertiger.core.resolve.check_expect`
+  against the record it read; the compare-and-set stores the merge only if
+  the record is still byte for byte that one, so the check holds at the
+  write (a retry checks again against what the other writer stored).
 * **The registry** (``<prefix>:partitions``) lists every partition that may
   hold records, so ``clear``, nested ``clear_namespace`` and ``partitions``
   find them on every node.  A write enters a partition into it before the
@@ -57,7 +61,7 @@ from redis.retry import Retry
 
 from ..core.pagination import ListQuery
 from ..core.records import PreparedRecord, index_values
-from ..core.resolve import apply_patch
+from ..core.resolve import apply_patch, check_expect, read_expect
 from ..errors import AlreadyExists, NotFound, StoreError, StoreUnavailable
 from ..namespace import Namespace, format_namespace
 from . import redis_scripts as lua
@@ -435,14 +439,23 @@ class RedisBackend(Backend):
             param="id",
         )
 
-    def patch(self, table: TableSpec, ns: Namespace, record_id: str, changes: bytes) -> bytes:
-        """Read, merge here (:func:`~papertiger.core.resolve.apply_patch`), compare-and-set.
+    def patch(
+        self,
+        table: TableSpec,
+        ns: Namespace,
+        record_id: str,
+        changes: bytes,
+        expect: bytes | None = None,
+    ) -> bytes:
+        """Read, merge here (:func:`~papertiger.core.resolve.apply_patch`), check ``expect``
+        (:func:`~papertiger.core.resolve.check_expect`), compare-and-set.
 
         O(log n) per attempt; another writer's change in between makes it
-        merge again from what that writer stored.
+        merge (and check) again from what that writer stored.
         """
         part = self.keys.partition(table.name, ns)
         changed = _unpackb(changes)
+        expected = read_expect(expect)
         keys = [part.records, part.entries, part.order, part.meta]
         for _ in range(PATCH_ATTEMPTS):
             current = self.get(table, ns, record_id)
@@ -462,6 +475,8 @@ class RedisBackend(Backend):
                     "delete the record."
                 )
             merged = apply_patch(record_id, record, changed)
+            if expected is not None:
+                check_expect(table.object_name, record_id, record, expected)
             # both halves came out of msgpack (str keys, storable values): it packs as it is
             packed = _packb(merged, use_bin_type=True)
             created = merged.get("created")

@@ -92,8 +92,18 @@ class ShmBackend(Backend):
             chunks(), protocol.request("commit", txid), protocol.request("abort", txid)
         )
 
-    def patch(self, table: TableSpec, ns: Namespace, record_id: str, changes: bytes) -> bytes:
-        req = Patch(table.name, table.object_name, ns, record_id, changes, list(table.index_fields))
+    def patch(
+        self,
+        table: TableSpec,
+        ns: Namespace,
+        record_id: str,
+        changes: bytes,
+        expect: bytes | None = None,
+    ) -> bytes:
+        """The manager merges, checks ``expect`` and applies, in one step. O(log n)."""
+        req = Patch(
+            table.name, table.object_name, ns, record_id, changes, list(table.index_fields), expect
+        )
         _, merged = current_client().request(protocol.write(req))
         return merged  # type: ignore[no-any-return]
 

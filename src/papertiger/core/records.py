@@ -47,6 +47,7 @@ __all__ = [
     "index_value",
     "index_values",
     "merge_changes",
+    "pack_expect",
     "pack_value",
     "prepare_record",
 ]
@@ -197,6 +198,42 @@ def pack_value(value: Any, param: str) -> bytes:
         "str, bytes, list or a dict with str keys.",
         param=where,
     )
+
+
+def pack_expect(expect: object) -> bytes:
+    """The ``expect`` of a conditional patch, checked and packed. O(size of ``expect``).
+
+    ``expect`` maps top-level field names (str; a dotted name is a field's
+    name, not a path) to the values they must hold.  Anything else raises
+    :class:`InvalidRequest` with ``param="expect"``; the message names what
+    is wrong.
+
+    >>> msgpack.unpackb(pack_expect({"status": "open", "paid_at": None}))
+    {'status': 'open', 'paid_at': None}
+    >>> try:
+    ...     pack_expect(["status"])
+    ... except InvalidRequest as exc:
+    ...     print(exc.param, "|", exc.message)  # doctest: +NORMALIZE_WHITESPACE
+    expect | Invalid expect: expected a dict of field name to expected value, such as
+    {'status': 'open'}; got list.
+    """
+    if not isinstance(expect, Mapping):
+        raise InvalidRequest(
+            "Invalid expect: expected a dict of field name to expected value, such as "
+            f"{{'status': 'open'}}; got {type(expect).__name__}.",
+            param="expect",
+        )
+    for field in expect:
+        if not isinstance(field, str):
+            raise InvalidRequest(
+                f"Invalid expect: field names must be str, got {type(field).__name__} "
+                f"{field!r}; expect names top-level fields of the record.",
+                param="expect",
+            )
+    try:
+        return pack_value(dict(expect), "expect")
+    except InvalidRequest as exc:
+        raise InvalidRequest(exc.message, param="expect") from None
 
 
 # -- records ------------------------------------------------------------------

@@ -11,6 +11,13 @@ update/delete/patch of a missing one), and resolves it into an *effect*
 (:func:`resolve`): everything decided (generated id, ``created``, the merged
 record of a ``patch``), so replaying the log is deterministic.
 
+A ``patch`` may be conditional: with ``expect`` it applies only if every
+expected field still holds its expected value (:func:`check_expect`).  The
+check runs here, against the state the patch merges into, in the one process
+that applies writes, so nothing can change the record between the check and
+the write; a patch that does not hold raises
+:class:`~papertiger.errors.Conflict` and produces no effect.
+
 Every rejection is a :class:`~papertiger.errors.StoreError` naming the field
 or id at fault; a rejected request produces no effect, so the store is
 unchanged.  A batch is resolved as a whole before anything is applied: all
@@ -31,7 +38,7 @@ from typing import Any, NamedTuple
 import msgpack
 import ormsgpack
 
-from ..errors import AlreadyExists, InvalidRequest, NotFound, StoreError
+from ..errors import AlreadyExists, Conflict, InvalidRequest, NotFound, StoreError
 from ..namespace import Namespace, format_namespace, normalize_namespace
 from .records import (
     _INT_MAX,
@@ -55,6 +62,8 @@ __all__ = [
     "PutMany",
     "WriteRequest",
     "apply_patch",
+    "check_expect",
+    "read_expect",
     "resolve",
     "write_request",
 ]
@@ -80,7 +89,11 @@ class PutMany(NamedTuple):
 
 
 class Patch(NamedTuple):
-    """Merge packed ``changes`` into record ``id``, atomically, in the manager."""
+    """Merge packed ``changes`` into record ``id``, atomically, in the manager.
+
+    ``expect`` (packed like ``changes``, or None) makes it conditional: see
+    :func:`check_expect`.
+    """
 
     table: str
     object_name: str
@@ -88,6 +101,7 @@ class Patch(NamedTuple):
     id: str
     changes: bytes
     index_fields: Any  # [field, ...]
+    expect: bytes | None
 
 
 class Delete(NamedTuple):
@@ -305,6 +319,7 @@ def _resolve_patch(state: StateView, req: Patch) -> PutEffect:
         raise _frame_error("patch", "the changes must be msgpack bytes")
     if not isinstance(index_fields, list) or not all(isinstance(f, str) for f in index_fields):
         raise _frame_error("patch", "index_fields must be a list of str")
+    expect = read_expect(req.expect)
     current = state.get(table, key, record_id)
     if current is None:
         raise _not_found(str(req.object_name), record_id)
@@ -312,7 +327,10 @@ def _resolve_patch(state: StateView, req: Patch) -> PutEffect:
         changes = msgpack.unpackb(packed_changes)
     except Exception:
         raise _frame_error("patch", "the changes are not valid msgpack") from None
-    merged = apply_patch(record_id, msgpack.unpackb(current), changes)
+    record = msgpack.unpackb(current)
+    merged = apply_patch(record_id, record, changes)
+    if expect is not None:
+        check_expect(str(req.object_name), record_id, record, expect)
     # Both halves came out of msgpack (str keys only, values msgpack can carry),
     # so the merge packs as it is: no second walk over the record.
     try:
@@ -343,6 +361,70 @@ def apply_patch(record_id: str, current: dict[str, Any], changes: object) -> dic
     if "created" in changes:
         check_created(changes["created"])
     return merge_changes(current, changes)
+
+
+def read_expect(packed: object) -> dict[str, Any] | None:
+    """The ``expect`` of a patch request: None, or msgpack bytes of a map with str keys. O(size).
+
+    What :meth:`~papertiger.Store.patch` sends always passes; anything else is
+    :class:`InvalidRequest` with ``param="expect"`` (an authenticated client
+    may send anything).
+    """
+    if packed is None:
+        return None
+    if isinstance(packed, bytes):
+        try:
+            expect = msgpack.unpackb(packed)
+        except Exception:
+            expect = None
+        if isinstance(expect, dict) and all(isinstance(k, str) for k in expect):
+            return expect
+    raise InvalidRequest(
+        "Malformed patch request: expect must be msgpack bytes of a map with str keys, or nil.",
+        param="expect",
+    )
+
+
+def check_expect(
+    object_name: str, record_id: str, current: dict[str, Any], expect: dict[str, Any]
+) -> None:
+    """Raise :class:`Conflict` unless each field of ``expect`` holds its expected value.
+
+    The rule of a conditional ``patch``, for every backend: for every
+    top-level field of ``expect``, in order, the record's current value must
+    equal (``==`` on the decoded values) the expected one; a field absent from
+    the record counts as None.  ``param`` of the :class:`Conflict` is the first
+    field that differs.  Pure; O(size of the expected values).
+
+    >>> check_expect("checkout.session", "cs_1", {"status": "open"}, {"status": "open"})
+    >>> check_expect("checkout.session", "cs_1", {}, {"paid_at": None})
+    >>> try:
+    ...     check_expect("checkout.session", "cs_1", {"status": "expired"}, {"status": "open"})
+    ... except Conflict as exc:
+    ...     print(exc.param, "|", exc.message)  # doctest: +NORMALIZE_WHITESPACE
+    status | checkout.session 'cs_1' was not patched: its 'status' is 'expired', expected
+    'open'. Nothing was changed; re-read the record and decide again (retry the patch with
+    what it holds now, or give up).
+    """
+    for field, expected in expect.items():
+        value = current.get(field)
+        if value != expected:
+            now = _shown(value) if field in current else "absent"
+            raise Conflict(
+                f"{object_name} '{record_id}' was not patched: its {field!r} is {now}, "
+                f"expected {_shown(expected)}. Nothing was changed; re-read the record and "
+                "decide again (retry the patch with what it holds now, or give up).",
+                param=field,
+            )
+
+
+#: A value's repr in a message is cut to this many characters.
+_SHOWN_LENGTH = 120
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= _SHOWN_LENGTH else text[: _SHOWN_LENGTH - 3] + "..."
 
 
 def _resolve_delete(state: StateView, req: Delete) -> DeleteEffect:

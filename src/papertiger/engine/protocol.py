@@ -12,7 +12,8 @@ Operations:
 =====================  ======================================================
 write ops              the typed requests of :mod:`papertiger.core.resolve`
                        (``put``, ``put_many``, ``patch``, ``delete``,
-                       ``clear_namespace``, ``clear``)
+                       ``clear_namespace``, ``clear``); a ``patch`` ends with
+                       its packed ``expect`` (or nil)
 ``hello``              ``{"address", "control", "pid", "protocol", "version"}``
 ``ping``               ``None``
 ``stats``              tables, namespaces, counts, log and checkpoint sizes
@@ -54,7 +55,9 @@ __all__ = [
     "write_frame",
 ]
 
-PROTOCOL_VERSION = 1
+#: 2: ``patch`` carries ``expect`` (a manager and a client of version 1 would each refuse
+#: the other's patch frames; ``hello`` refuses the pair up front instead).
+PROTOCOL_VERSION = 2
 OK, ERR = 0, 1
 
 #: Requests that are never replied to.

@@ -18,18 +18,26 @@ too.  Responses leave them out unless ``expand[]=line_items`` asks for them
 A session moves ``open`` -> ``complete`` (paid, through the hosted page or
 :func:`complete_session`) or ``open`` -> ``expired`` (``/expire``, or its
 ``expires_at`` passing, noticed when it is next read).  Nothing leaves
-``complete`` or ``expired``.  A transition is a read, a check and a
-``patch``; two transitions of one session racing each other (a Pay and an
-expire in the same millisecond) could both pass the check, since the store
-has no conditional write yet.
+``complete`` or ``expired``.  Every transition is a conditional patch,
+``patch(id, changes, expect={"status": "open"})`` (:func:`_transition`): the
+store checks that the session is still open atomically with the write, so of
+two transitions racing each other (a Pay and an expire in the same
+millisecond, on two servers or two threads) exactly one applies.  The other
+gets :class:`~papertiger.Conflict` and answers what it would have answered
+had it come a moment later: Stripe's error for a session that is not open
+(and an expiry noticed on read shows the session as the winner left it).
+The read and check before the patch only refuse early, before a Pay creates
+a customer; the conditional patch decides.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
-from ..errors import NotFound
+from ..errors import Conflict, NotFound, StoreError
 from ..store import CheckoutSessions, Customers, Prices, Products
 from .catalog import CURRENCY, PRICE_DATA, inline_price
 from .customers import new_customer
@@ -465,9 +473,41 @@ def _shown(stored: dict[str, Any], expand: list[str], on_list: bool = False) -> 
 
 # -- status -------------------------------------------------------------------------
 
+#: What every transition expects of the session: that it is still open.
+STILL_OPEN: Mapping[str, Any] = MappingProxyType({"status": "open"})
+#: The changes that expire a session (its hosted page goes away).
+EXPIRE: Mapping[str, Any] = MappingProxyType({"status": "expired", "url": None})
+
+
+def _not_open(status: object, what: str) -> APIError:
+    """Stripe's answer to a transition of a session that is not open."""
+    return APIError(
+        400,
+        f'Only Checkout Sessions with a status in ["open"] can be {what}. This Checkout '
+        f'Session has a status of "{status}".',
+        param=None,
+    )
+
+
+def _transition(session_id: str, changes: Mapping[str, Any], what: str) -> dict[str, Any]:
+    """Apply ``changes`` to the session if it is still open, atomically; the stored session.
+
+    When another transition got there first, raises what :func:`_open_session`
+    raises for a session that is not open (re-reading its status: nothing
+    leaves ``complete`` or ``expired``, so it is the winner's).
+    """
+    try:
+        return CheckoutSessions.patch(session_id, changes, expect=STILL_OPEN)
+    except Conflict:
+        raise _not_open(CheckoutSessions.get(session_id).get("status"), what) from None
+
 
 def refresh_status(record: dict[str, Any], now: int) -> dict[str, Any]:
-    """Expire an open session whose ``expires_at`` has passed (stored); return the record."""
+    """Expire an open session whose ``expires_at`` has passed (stored); return the record.
+
+    If another transition (a Pay, an expire) got there first, the session as
+    it left it.
+    """
     expires_at = record.get("expires_at")
     if (
         record.get("status") == "open"
@@ -475,7 +515,10 @@ def refresh_status(record: dict[str, Any], now: int) -> dict[str, Any]:
         and expires_at <= now
         and isinstance(record.get("id"), str)
     ):
-        return CheckoutSessions.patch(record["id"], {"status": "expired", "url": None})
+        try:
+            return CheckoutSessions.patch(record["id"], EXPIRE, expect=STILL_OPEN)
+        except Conflict:
+            return CheckoutSessions.get(record["id"])
     return record
 
 
@@ -483,12 +526,7 @@ def _open_session(session_id: str, now: int, what: str) -> dict[str, Any]:
     record = refresh_status(CheckoutSessions.get(session_id), now)
     status = record.get("status")
     if status != "open":
-        raise APIError(
-            400,
-            f'Only Checkout Sessions with a status in ["open"] can be {what}. This Checkout '
-            f'Session has a status of "{status}".',
-            param=None,
-        )
+        raise _not_open(status, what)
     return record
 
 
@@ -501,7 +539,8 @@ def complete_session(session_id: str, now: int, email: str | None = None) -> dic
     and ``customer_details`` with ``email``.  A customer is created when the
     session has none and Stripe would create one (subscription mode, or
     ``customer_creation`` "always").  Raises :class:`~.errors.APIError` when
-    the session is not open.
+    the session is not open, also when another transition (an expire, another
+    Pay) wins a race with this one; then the customer made for it is deleted.
     """
     record = _open_session(session_id, now, "completed")
     email = email or record.get("customer_email")
@@ -514,8 +553,9 @@ def complete_session(session_id: str, now: int, email: str | None = None) -> dic
         except NotFound:
             pass
     mode = record.get("mode")
+    made_customer = None
     if customer is None and (mode == "subscription" or record.get("customer_creation") == "always"):
-        customer = Customers.insert(new_customer({"email": email}, now))["id"]
+        customer = made_customer = Customers.insert(new_customer({"email": email}, now))["id"]
     changes: dict[str, Any] = {
         "status": "complete",
         "url": None,
@@ -539,7 +579,20 @@ def complete_session(session_id: str, now: int, email: str | None = None) -> dic
         changes["subscription"] = stripe_id("sub")
     elif mode == "setup":
         changes["setup_intent"] = stripe_id("seti")
-    return CheckoutSessions.patch(session_id, changes)
+    try:
+        return _transition(session_id, changes, "completed")
+    except (APIError, StoreError):
+        if made_customer is not None:
+            _forget_customer(made_customer)
+        raise
+
+
+def _forget_customer(customer_id: str) -> None:
+    """Delete a customer made for a Pay that did not happen (best effort)."""
+    try:
+        Customers.delete(customer_id)
+    except StoreError:
+        pass
 
 
 # -- handlers ------------------------------------------------------------------------
@@ -568,7 +621,7 @@ def update(call: Call) -> dict[str, Any]:
 def expire(call: Call) -> dict[str, Any]:
     session_id = call.path["id"]
     _open_session(session_id, call.now, "expired")
-    stored = CheckoutSessions.patch(session_id, {"status": "expired", "url": None})
+    stored = _transition(session_id, EXPIRE, "expired")
     return _shown(stored, call.expand)
 
 

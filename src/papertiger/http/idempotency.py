@@ -25,7 +25,12 @@ a hash of the method, the path and the decoded parameters.
 
 A claim older than :data:`STALE_SECONDS` whose request never finished (its
 server died, or died between answering and storing the answer) is taken
-over, and the request runs again.  Stripe scopes keys to an account; here to the
+over, and the request runs again.  Taking over is a conditional patch
+(``expect`` the stale claim's ``state`` and ``claimed``), so of two requests
+that find the same stale claim exactly one takes it; and a request stores
+its answer only if its claim is still the one it made (a request that ran so
+long that its claim was taken over leaves the answer to the one that took
+it).  Stripe scopes keys to an account; here to the
 namespace (so a ``Stripe-Account`` header gets its own keys).
 """
 
@@ -38,7 +43,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import AlreadyExists, NotFound
+from ..errors import AlreadyExists, Conflict, NotFound
 from ..store.base import Store
 from .errors import APIError
 
@@ -103,14 +108,29 @@ Outcome = tuple[int, str]
 
 @dataclass(frozen=True)
 class Claim:
-    """This request holds ``key``: it runs, then :meth:`finish` or :meth:`release`."""
+    """This request holds ``key`` (since ``claimed``): it runs, then :meth:`finish` or
+    :meth:`release`."""
 
     key: str
+    claimed: float
+
+    def held(self) -> dict[str, Any]:
+        """What the stored claim holds while it is still this request's."""
+        return {"state": "running", "claimed": self.claimed}
 
     def finish(self, outcome: Outcome) -> None:
-        """Store the response, to be replayed to every later request with this key."""
+        """Store the response, to be replayed to every later request with this key.
+
+        Nothing is stored when the claim is no longer this request's (it went
+        stale and another request took it over, or it was deleted).
+        """
         status, body = outcome
-        IdempotencyKeys.patch(self.key, {"state": "done", "status": status, "body": body})
+        try:
+            IdempotencyKeys.patch(
+                self.key, {"state": "done", "status": status, "body": body}, expect=self.held()
+            )
+        except (Conflict, NotFound):
+            pass
 
     def release(self) -> None:
         """Forget the claim (the request failed): a retry runs again."""
@@ -142,18 +162,31 @@ def claim(key: str, digest: str) -> Claim | Outcome:
                 return int(record["status"]), str(record["body"])
             if time.time() - float(record.get("claimed", 0)) < STALE_SECONDS:
                 raise _in_flight(key)
-            try:  # a claim whose request never finished: take it over
-                IdempotencyKeys.delete(key)
-            except NotFound:
-                pass
+            taken = _take_over(key, record)
+            if taken is None:
+                continue  # another request took it over (or finished) first: look again
+            return taken
+        now = time.time()
         try:
             IdempotencyKeys.insert(
-                {"id": key, "request": digest, "state": "running", "claimed": time.time()}
+                {"id": key, "request": digest, "state": "running", "claimed": now}
             )
         except AlreadyExists:
             continue  # somebody claimed it between our read and our insert: look again
-        return Claim(key)
+        return Claim(key, now)
     raise _in_flight(key)
+
+
+def _take_over(key: str, stale: dict[str, Any]) -> Claim | None:
+    """Claim ``key`` from a stale claim whose request never finished; None when another
+    request changed it first (one conditional patch: of two takers, one wins)."""
+    now = time.time()
+    expect = {"state": stale.get("state"), "claimed": stale.get("claimed")}
+    try:
+        IdempotencyKeys.patch(key, {"state": "running", "claimed": now}, expect=expect)
+    except (Conflict, NotFound):
+        return None
+    return Claim(key, now)
 
 
 def run_once(key: str, digest: str, run: Callable[[], Outcome]) -> tuple[Outcome, bool]:

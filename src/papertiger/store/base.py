@@ -30,7 +30,14 @@ import msgpack
 from ..backends import current_backend
 from ..backends.base import TableSpec
 from ..core.pagination import DEFAULT_LIMIT, StripeList, list_query
-from ..core.records import PreparedRecord, check_id, index_value, pack_value, prepare_record
+from ..core.records import (
+    PreparedRecord,
+    check_id,
+    index_value,
+    pack_expect,
+    pack_value,
+    prepare_record,
+)
 from ..errors import InvalidRequest, NotFound, StoreError
 from ..namespace import NamespaceLike, current_namespace, normalize_namespace
 
@@ -238,12 +245,30 @@ class Store:
         return [p.record for p in prepared]
 
     @classmethod
-    def patch(cls, id: str, changes: Mapping[str, Any]) -> dict[str, Any]:
+    def patch(
+        cls,
+        id: str,
+        changes: Mapping[str, Any],
+        *,
+        expect: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
         """Merge ``changes`` into record ``id`` atomically, in the backend.
 
         Nested dicts merge (like Stripe's ``metadata``); other values replace.
         Two processes patching the same record never lose each other's keys.
-        Returns the merged record.
+        Returns the merged record.  O(log n) + the record's size.
+
+        ``expect`` makes the patch conditional: it applies only if, for every
+        top-level field in ``expect``, the record's current value equals the
+        expected one (a field the record lacks counts as None), checked
+        atomically with the write.  Otherwise it raises :class:`Conflict`
+        (``param``: the first field that differs) and changes nothing, so of
+        two callers that both saw ``"open"``, exactly one moves the record on::
+
+            Sessions.patch(sid, {"status": "complete"}, expect={"status": "open"})
+
+        An ``expect`` that is not a dict of str to storable values raises
+        :class:`InvalidRequest` with ``param="expect"``.
         """
         check_id(id)
         if not isinstance(changes, Mapping):
@@ -252,7 +277,8 @@ class Store:
                 param="changes",
             )
         packed = pack_value(dict(changes), "changes")
-        merged = current_backend().patch(cls.spec, current_namespace(), id, packed)
+        expected = None if expect is None else pack_expect(expect)
+        merged = current_backend().patch(cls.spec, current_namespace(), id, packed, expected)
         return _unpackb(merged)  # type: ignore[no-any-return]
 
     @classmethod
