@@ -220,8 +220,16 @@ def test_control_a_tracked_attach_does_unlink(segment: Segment, how: str) -> Non
 # -- sweeping the dead ---------------------------------------------------------------------------
 
 
+#: names no manager sweeps: a manager starting in another test cannot take these segments
+SWEEP_PREFIX = "ptgsweep_"
+
+
 def test_sweep_dead_removes_only_dead_owners_segments() -> None:
     dead, excluded = dead_pid(), dead_pid()
+
+    def new_name(pid: int | None = None) -> str:
+        return f"{SWEEP_PREFIX}{os.getpid() if pid is None else pid}_{secrets.token_hex(3)}_t0"
+
     live_child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     zombie = subprocess.Popen([sys.executable, "-c", "pass"])
     segs = {
@@ -237,7 +245,7 @@ def test_sweep_dead_removes_only_dead_owners_segments() -> None:
         while pid_alive(zombie.pid):  # exited, not reaped: a zombie counts as dead
             assert time.monotonic() < deadline
             time.sleep(0.01)
-        removed = sweep_dead(exclude_pid=excluded)
+        removed = sweep_dead(exclude_pid=excluded, prefix=SWEEP_PREFIX)
         for key in ("dead", "zombie"):
             assert segs[key].name in removed, key
             assert not os.path.exists(shm_path(segs[key].name)), key

@@ -315,10 +315,10 @@ def list_segments(prefix: str = NAME_PREFIX) -> Iterator[str]:
             yield name
 
 
-def owner_pid(name: str) -> int | None:
+def owner_pid(name: str, prefix: str = NAME_PREFIX) -> int | None:
     """The manager pid encoded in a segment name, or None when it is not ours."""
     parts = name.split("_")
-    if len(parts) < 3 or parts[0] + "_" != NAME_PREFIX or not parts[1].isdigit():
+    if len(parts) < 3 or parts[0] + "_" != prefix or not parts[1].isdigit():
         return None
     return int(parts[1])
 
@@ -338,11 +338,15 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
-def sweep_dead(*, exclude_pid: int | None = None) -> list[str]:
-    """Unlink segments whose owning manager is dead; return the names removed."""
+def sweep_dead(*, exclude_pid: int | None = None, prefix: str = NAME_PREFIX) -> list[str]:
+    """Unlink segments whose owning manager is dead; return the names removed.
+
+    ``prefix``: the names to consider (tests use their own, which no manager
+    sweeps). O(entries in /dev/shm).
+    """
     removed = []
-    for name in list_segments():
-        pid = owner_pid(name)
+    for name in list_segments(prefix):
+        pid = owner_pid(name, prefix)
         if pid is None or pid == exclude_pid or pid_alive(pid):
             continue
         if unlink_segment(name, tracked=False):
