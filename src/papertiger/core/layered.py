@@ -114,6 +114,7 @@ class LayeredPartition:
     """One partition: its base (or None) and its overlay. See the module doc."""
 
     __slots__ = (
+        "_absent",
         "_jumps",
         "_recent",
         "base",
@@ -144,6 +145,10 @@ class LayeredPartition:
         #: (field, value, index, forward) -> where a run of hidden positions ends, as found
         #: by the last pages (a page from the newest end meets the same run every time)
         self._jumps: dict[tuple[Any, Any, int, bool], int] = {}
+        #: the last id a ``get`` found nowhere in the base (or hidden there): a base never
+        #: gains a record, nor shows a hidden one again, so the put that follows such a get
+        #: (an insert, in the manager) skips looking again
+        self._absent: str | None = None
 
     def __len__(self) -> int:
         base = self.base
@@ -165,7 +170,7 @@ class LayeredPartition:
     # -- changes ---------------------------------------------------------------------
     def _base_position(self, record_id: str) -> int:
         base = self.base
-        if base is None:
+        if base is None or record_id is self._absent:
             return -1
         p = base.find(record_id)
         return -1 if p < 0 or p in self.removed else p
@@ -221,6 +226,7 @@ class LayeredPartition:
         self.removed_order = SortedList()
         self.removed_posts = {}
         self.cleared = True
+        self._absent = None
         self._recent.clear()
         self._jumps.clear()
 
@@ -756,7 +762,12 @@ class LayeredState:
         if found is not None:
             return found.packed  # type: ignore[no-any-return]
         base = part.base  # type: ignore[union-attr]
-        return None if base is None else base.get(record_id, part.removed)  # type: ignore[union-attr]
+        if base is None:
+            return None
+        packed = base.get(record_id, part.removed)  # type: ignore[union-attr]
+        if packed is None:
+            part._absent = record_id  # type: ignore[union-attr]
+        return packed  # type: ignore[no-any-return]
 
     def partition(self, table: str, ns: Namespace) -> LayeredPartition | None:
         """The partition of ``table`` in ``ns``, or None when it holds nothing. O(1)."""
