@@ -165,6 +165,21 @@ class Partition:
             self._index((entry.created, entry.ord, record_id), entry.index_values)
         return new
 
+    def put_new(self, items: list[tuple[str, int, Any, Any]], ord_: int) -> None:
+        """Insert ``(id, created, packed, index_values)`` records whose ids are all absent
+        (and distinct), the first with order ``ord_``, the next ``ord_ + 1``...: what as many
+        :meth:`put` calls would do, with one ``SortedList.update`` of the order.
+        O(k log n)."""
+        records, keys, index = self.records, [], self._index
+        for record_id, created, packed, index_values in items:
+            key = (created, ord_, record_id)
+            records[record_id] = Entry(created, ord_, packed, index_values or None)
+            keys.append(key)
+            if index_values:
+                index(key, index_values)
+            ord_ += 1
+        self.order.update(keys)
+
     def delete(self, record_id: str) -> bool:
         """Remove ``record_id``; False when absent. O(log n)."""
         old = self.records.pop(record_id, None)
