@@ -57,8 +57,7 @@ checkpoint at its next read (attaching one is O(1)), and a reader that needs
 a log segment that is gone does the same.
 
 **Background checkpoints**: once a checkpoint is large (at least
-:data:`BACKGROUND_CHECKPOINT_BYTES`, counting the last one's records and the
-log written since; on Linux), the manager forks a child
+:data:`BACKGROUND_CHECKPOINT_BYTES`; on Linux), the manager forks a child
 that writes the image of the copy-on-write state as of the fork,
 while the manager goes on serving; the child runs at a lower priority
 (:data:`CHECKPOINT_NICENESS`), so it takes the CPU that the store's users
@@ -318,9 +317,7 @@ class LogWriter:
         if self.bytes_since_checkpoint < due:
             return False
         try:
-            # the new image holds about the last one's records plus what was logged since
-            size = self.last_checkpoint_size + self.bytes_since_checkpoint
-            if self.background and size >= BACKGROUND_CHECKPOINT_BYTES:
+            if self.background and self.last_checkpoint_size >= BACKGROUND_CHECKPOINT_BYTES:
                 self._start_background_checkpoint()
                 return True
             self.write_checkpoint()
