@@ -307,8 +307,10 @@ class LogWriter:
         tried again once as much log again has been written (each try costs a
         pass over the state); the entries already published stand.
         """
-        self.poll_checkpoint()
         due = max(self.checkpoint_bytes, self.last_checkpoint_size)
+        if self._pending is None and self.bytes_since_checkpoint < due:
+            return False  # the common case, in O(1): nothing to publish, nothing due
+        self.poll_checkpoint()
         return self._checkpoint_if(due)
 
     def _checkpoint_if(self, due: int) -> bool:

@@ -108,6 +108,8 @@ _packer = msgpack.Packer(use_bin_type=True, autoreset=False)
 FREEZE_EVERY = 256
 #: bytes asked for by one read of a connection
 READ_BYTES = 256 * 1024
+#: a frame's length, as multiprocess.connection writes it (-1: an 8-byte length follows)
+_FRAME_LENGTH = struct.Struct("!i")
 
 
 class ManagerConfig:
@@ -498,7 +500,7 @@ class Manager:
             data = memoryview(partial)
         pos, end = 0, len(data)
         while end - pos >= 4:
-            size = int.from_bytes(data[pos : pos + 4], "big", signed=True)
+            (size,) = _FRAME_LENGTH.unpack_from(data, pos)
             start = pos + 4
             if size == -1:
                 if end - start < 8:
