@@ -124,6 +124,8 @@ class LayeredMachine(RuleBasedStateMachine):
         self.ref = State()
         self.got = LayeredState()
         self.images = 0
+        #: an image being "written in the background" (see checkpoint_in_background)
+        self.pending: Checkpoint | None = None
 
     def request(self, req: list[Any]) -> None:
         try:
@@ -133,10 +135,13 @@ class LayeredMachine(RuleBasedStateMachine):
             with pytest.raises(StoreError):
                 resolve(self.got, write_request(req[0], req[1:]))
             return
-        assert resolve(self.got, write_request(req[0], req[1:])) == effect
-        effect = msgpack.unpackb(msgpack.packb(effect, use_bin_type=True))
-        self.ref.apply(effect)
-        self.got.apply(effect)
+        resolved = resolve(self.got, write_request(req[0], req[1:]))
+        assert resolved == effect
+        # the reference applies the effect as a reader decodes it from the log; the layered
+        # state applies what it resolved, as the manager does (the same id objects its
+        # lookups just saw)
+        self.ref.apply(msgpack.unpackb(msgpack.packb(effect, use_bin_type=True)))
+        self.got.apply(resolved)
 
     @rule(
         mode=st.sampled_from(["insert", "update", "upsert"]),
@@ -185,8 +190,21 @@ class LayeredMachine(RuleBasedStateMachine):
     @rule()
     def checkpoint(self) -> None:
         """A new image of the layered state; the layered state moves onto it."""
+        self.pending = None
         self.got.rebase(image_of(self.got))
         self.images += 1
+
+    @rule()
+    def checkpoint_in_background(self) -> None:
+        """An image of the state as it is now; what is applied meanwhile is journaled and,
+        once the image is done, replayed onto it (the manager's forked checkpoints)."""
+        if self.pending is None:
+            self.pending = image_of(self.got)
+            self.got.journal = []
+        else:
+            image, self.pending = self.pending, None
+            self.got.rebase(image, self.got.journal)
+            self.images += 1
 
     @rule()
     def image_of_a_plain_state(self) -> None:
@@ -195,6 +213,7 @@ class LayeredMachine(RuleBasedStateMachine):
         plan = plan_image(state_parts(ref), ref.table_names(), ref.next_ord, 0)
         buf = memoryview(bytearray(plan.size))
         plan.write(buf)
+        self.pending = None
         self.got.rebase(Checkpoint(buf, "from-state"))
 
     @invariant()
@@ -379,3 +398,37 @@ def test_walks_that_jump_over_hidden_runs(monkeypatch: pytest.MonkeyPatch) -> No
                 got.apply(effect)
                 live.append(f"o{n:02d}")
         assert_same(ref, got)
+
+
+def test_a_journal_replayed_onto_a_new_image_gives_the_same_state() -> None:
+    """Runs of inserts into one partition are replayed at once; the rest one by one."""
+    ref, got = State(), LayeredState()
+
+    def apply(effect: list[Any]) -> None:
+        ref.apply(effect)
+        got.apply(effect)
+
+    def put(rid: str, ns: str = "a", created: int = 5, **idx: Any) -> list[Any]:
+        return [PUT, "t1", [ns], rid, created, msgpack.packb({"id": rid}), idx or None]
+
+    for i in range(5):
+        apply(put(f"old{i}", customer=f"cus_{1 + i % 2}"))
+    got.rebase(image_of(got))
+    image = image_of(got)  # what a forked writer would write now
+    got.journal = []
+    for effect in [
+        put("n1", customer="cus_1"),
+        put("n2", customer="cus_3"),
+        put("n3", created=1),  # a run of three new ids: at once
+        put("b1", ns="b"),
+        put("b2", ns="b"),  # another partition, another run
+        put("old1", customer="cus_2"),  # an update: its run goes one by one
+        put("n4"),
+        [DELETE, "t1", ["a"], "old2"],
+        put("n5"),
+        put("n5", created=9),  # twice in a run: one by one
+    ]:
+        apply(effect)
+    got.rebase(image, got.journal)
+    assert got.effects == 10
+    assert_same(ref, got)

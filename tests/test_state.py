@@ -480,3 +480,24 @@ def test_an_update_moves_exactly_the_index_entries_that_changed() -> None:
         "customer": ["cus_1"],
         "status": ["open"],
     }
+
+
+def test_a_value_held_by_one_record_keeps_its_key_alone_and_reads_as_a_list() -> None:
+    s = State()
+
+    def put(rid: str, created: int, customer: str) -> None:
+        s.apply([PUT, "t", ["a"], rid, created, msgpack.packb({"id": rid}), {"customer": customer}])
+
+    put("x", 1, "cus_1")
+    part = s.partition("t", ("a",))
+    assert part is not None
+    assert part.indexes["customer"]["cus_1"] == (1, 0, "x")  # alone, not a list
+    assert list(part.keys("customer", "cus_1")) == [(1, 0, "x")]
+    put("y", 2, "cus_1")
+    assert list(part.indexes["customer"]["cus_1"]) == [(1, 0, "x"), (2, 1, "y")]
+    s.apply([DELETE, "t", ["a"], "x"])
+    assert part.indexes["customer"]["cus_1"] == (2, 1, "y")  # alone again
+    assert ids_of(part.find("customer", "cus_1")) == ["y"]
+    put("y", 2, "cus_2")  # the same order key, another value
+    assert part.indexes["customer"] == {"cus_2": (2, 1, "y")}
+    assert ids_of(part.find("customer", "cus_1")) == [] and len(part.keys("customer", "cus_1")) == 0

@@ -114,6 +114,7 @@ class LayeredPartition:
     """One partition: its base (or None) and its overlay. See the module doc."""
 
     __slots__ = (
+        "_absent",
         "_jumps",
         "_recent",
         "base",
@@ -144,6 +145,10 @@ class LayeredPartition:
         #: (field, value, index, forward) -> where a run of hidden positions ends, as found
         #: by the last pages (a page from the newest end meets the same run every time)
         self._jumps: dict[tuple[Any, Any, int, bool], int] = {}
+        #: the last id a ``get`` found nowhere in the base (or hidden there): a base never
+        #: gains a record, nor shows a hidden one again, so the put that follows such a get
+        #: (an insert, in the manager) skips looking again
+        self._absent: str | None = None
 
     def __len__(self) -> int:
         base = self.base
@@ -165,7 +170,7 @@ class LayeredPartition:
     # -- changes ---------------------------------------------------------------------
     def _base_position(self, record_id: str) -> int:
         base = self.base
-        if base is None:
+        if base is None or record_id is self._absent:
             return -1
         p = base.find(record_id)
         return -1 if p < 0 or p in self.removed else p
@@ -221,6 +226,7 @@ class LayeredPartition:
         self.removed_order = SortedList()
         self.removed_posts = {}
         self.cleared = True
+        self._absent = None
         self._recent.clear()
         self._jumps.clear()
 
@@ -655,7 +661,10 @@ class LayeredState:
 
         O(tables + replayed effects).  The manager keeps a :attr:`journal` of
         the effects applied while a checkpoint is written in the background,
-        and replays it onto the new image.
+        and replays it onto the new image: in order, each as :meth:`apply`
+        would, except that a run of puts of new ids into one partition (inserts,
+        most of a journal) goes in at once (:meth:`_put_new`), into an overlay
+        that starts empty.
         """
         self.base = base
         self.next_ord = base.next_ord
@@ -666,8 +675,27 @@ class LayeredState:
         self.records_put = 0
         self._last = (None, None, None)
         self.journal = None
+        run: list[Any] = []
         for effect in replay or ():
+            if effect[0] == PUT:
+                if run and (effect[1] != run[0][1] or effect[2] != run[0][2]):
+                    self._replay_run(run)
+                    run = []
+                run.append(effect)
+                continue
+            if run:
+                self._replay_run(run)
+                run = []
             self.apply(effect)
+        if run:
+            self._replay_run(run)
+
+    def _replay_run(self, run: list[Any]) -> None:
+        """Apply ``run``, puts into one partition, as :meth:`apply` of each would."""
+        self.effects += len(run)
+        if not self._put_new(run):
+            for effect in run:
+                self._apply(effect)
 
     def detach(self) -> None:
         """Forget the base and the overlay (before the base's mapping goes away)."""
@@ -725,8 +753,9 @@ class LayeredState:
             if part is not None:
                 part.delete(record_id)
         elif kind == BATCH:
-            for sub in effect[1]:
-                self._apply(sub)
+            if not self._put_new(effect[1]):
+                for sub in effect[1]:
+                    self._apply(sub)
         elif kind == CLEAR_NS:
             _, table, ns = effect
             self._clear(table, tuple(ns))
@@ -734,6 +763,32 @@ class LayeredState:
             self._clear(effect[1], ())
         else:
             raise ValueError(f"unknown effect kind {kind!r}")
+
+    def _put_new(self, effects: list[Any]) -> bool:
+        """Apply a batch of puts of new ids into one partition at once (what ``insert_many``
+        logs), and True; False, having changed nothing, for any other batch. O(k log n)."""
+        if len(effects) < 2:
+            return False
+        first = effects[0]
+        table, ns = first[1], first[2]
+        seen = set()
+        for effect in effects:
+            if effect[0] != PUT or effect[1] != table or effect[2] != ns or effect[3] in seen:
+                return False
+            seen.add(effect[3])
+        key = tuple(ns)
+        part = self._part(table, key)
+        if part is None:
+            part = self._parts[(table, key)] = LayeredPartition(table, key, None)
+        elif any(part.has(record_id) for record_id in seen):
+            return False
+        part._recent.clear()
+        part._jumps.clear()
+        part.over.put_new([effect[3:] for effect in effects], self.next_ord)
+        self.next_ord += len(effects)
+        self.records_put += len(effects)
+        self._tables.add(table)
+        return True
 
     def _clear(self, table: str | None, under: Namespace) -> None:
         names = self._table_names(table)
@@ -756,7 +811,12 @@ class LayeredState:
         if found is not None:
             return found.packed  # type: ignore[no-any-return]
         base = part.base  # type: ignore[union-attr]
-        return None if base is None else base.get(record_id, part.removed)  # type: ignore[union-attr]
+        if base is None:
+            return None
+        packed = base.get(record_id, part.removed)  # type: ignore[union-attr]
+        if packed is None:
+            part._absent = record_id  # type: ignore[union-attr]
+        return packed  # type: ignore[no-any-return]
 
     def partition(self, table: str, ns: Namespace) -> LayeredPartition | None:
         """The partition of ``table`` in ``ns``, or None when it holds nothing. O(1)."""

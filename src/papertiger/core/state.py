@@ -17,7 +17,10 @@ and secondary indexes:
   the writer chose to index (``customer``, ``email``, ``status``...).  The
   values travel *with* each put, so the state needs no schema and never
   decodes a record.  Because an index keeps the list order, a filtered page
-  is a slice of it: O(log n + limit), like an unfiltered one.
+  is a slice of it: O(log n + limit), like an unfiltered one.  A value held
+  by one record only (an email, often a customer) keeps that record's order
+  key alone, not in a list: making a ``SortedList`` was most of the cost of
+  indexing a put.  :meth:`Partition.keys` hands out a list either way.
 
 :meth:`State.apply` is the only way a state changes.  It takes an *effect*:
 a fully resolved, msgpack-friendly list (see :mod:`.resolve`, which turns
@@ -123,7 +126,8 @@ class Partition:
     def __init__(self) -> None:
         self.records: dict[str, Entry] = {}
         self.order: SortedList = SortedList()
-        self.indexes: dict[str, dict[Any, SortedList]] = {}
+        #: field -> value -> the order keys holding it (one key alone: see the module doc)
+        self.indexes: dict[str, dict[Any, SortedList | OrderKey]] = {}
 
     def __len__(self) -> int:
         return len(self.records)
@@ -161,6 +165,21 @@ class Partition:
             self._index((entry.created, entry.ord, record_id), entry.index_values)
         return new
 
+    def put_new(self, items: list[tuple[str, int, Any, Any]], ord_: int) -> None:
+        """Insert ``(id, created, packed, index_values)`` records whose ids are all absent
+        (and distinct), the first with order ``ord_``, the next ``ord_ + 1``...: what as many
+        :meth:`put` calls would do, with one ``SortedList.update`` of the order.
+        O(k log n)."""
+        records, keys, index = self.records, [], self._index
+        for record_id, created, packed, index_values in items:
+            key = (created, ord_, record_id)
+            records[record_id] = Entry(created, ord_, packed, index_values or None)
+            keys.append(key)
+            if index_values:
+                index(key, index_values)
+            ord_ += 1
+        self.order.update(keys)
+
     def delete(self, record_id: str) -> bool:
         """Remove ``record_id``; False when absent. O(log n)."""
         old = self.records.pop(record_id, None)
@@ -178,8 +197,13 @@ class Partition:
                 by_value = self.indexes[field] = {}
             keys = by_value.get(value)
             if keys is None:
-                keys = by_value[value] = SortedList()  # then add: 4x cheaper than update
-            keys.add(key)
+                by_value[value] = key  # one key stands alone (see the module doc)
+            elif isinstance(keys, tuple):
+                both = by_value[value] = SortedList()  # then add: 4x cheaper than update
+                both.add(keys)
+                both.add(key)
+            else:
+                keys.add(key)
 
     def _unindex(self, key: OrderKey, index_values: dict[str, Any]) -> None:
         for field, value in index_values.items():
@@ -187,10 +211,17 @@ class Partition:
             if by_value is None:
                 continue
             keys = by_value.get(value)
-            if keys is not None:
-                keys.discard(key)
-                if not keys:
+            if keys is None:
+                continue
+            if isinstance(keys, tuple):
+                if keys == key:
                     del by_value[value]
+                continue
+            keys.discard(key)
+            if len(keys) == 1:
+                by_value[value] = keys[0]
+            elif not keys:
+                del by_value[value]
 
     # -- queries ---------------------------------------------------------
     def entry(self, record_id: str) -> Entry | None:
@@ -209,9 +240,13 @@ class Partition:
         if not by_value:
             return NO_KEYS
         try:
-            return by_value.get(value, NO_KEYS)
+            keys = by_value.get(value, NO_KEYS)
         except TypeError:  # unhashable: only str and int values are ever indexed
             return NO_KEYS
+        if isinstance(keys, tuple):
+            keys = SortedList()
+            keys.add(by_value[value])
+        return keys
 
     def position(self, record_id: str) -> int | None:
         """Index of ``record_id`` in the ascending order, or None. O(log n)."""
@@ -411,6 +446,9 @@ def _load_partition(partition: Partition, records: Iterable[list[Any]]) -> None:
                 grouped.setdefault(field, {}).setdefault(value, []).append(key)
     partition.order = SortedList(keys)
     partition.indexes = {
-        field: {value: SortedList(found) for value, found in by_value.items()}
+        field: {
+            value: found[0] if len(found) == 1 else SortedList(found)
+            for value, found in by_value.items()
+        }
         for field, by_value in grouped.items()
     }

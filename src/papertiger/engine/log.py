@@ -263,7 +263,7 @@ class LogWriter:
         return seg
 
     # -- appending ---------------------------------------------------------------
-    def append(self, payload: bytes, *, publish: bool = True) -> int:
+    def append(self, payload: bytes | memoryview, *, publish: bool = True) -> int:
         """Write one entry and, unless ``publish`` is false, publish it; returns its seq.
 
         With ``publish=False`` the entry is written but readers do not see it
@@ -307,8 +307,10 @@ class LogWriter:
         tried again once as much log again has been written (each try costs a
         pass over the state); the entries already published stand.
         """
-        self.poll_checkpoint()
         due = max(self.checkpoint_bytes, self.last_checkpoint_size)
+        if self._pending is None and self.bytes_since_checkpoint < due:
+            return False  # the common case, in O(1): nothing to publish, nothing due
+        self.poll_checkpoint()
         return self._checkpoint_if(due)
 
     def _checkpoint_if(self, due: int) -> bool:
@@ -350,7 +352,9 @@ class LogWriter:
         return self._pending is None and self.bytes_since_checkpoint < self._idle_due()
 
     @staticmethod
-    def _write_entry(buf: memoryview, off: int, seq: int, payload: bytes, length: int) -> None:
+    def _write_entry(
+        buf: memoryview, off: int, seq: int, payload: bytes | memoryview, length: int
+    ) -> None:
         start = off + ENTRY_HEAD_SIZE
         buf[start : start + length] = payload
         U64.pack_into(buf, start + _padded(length), seq)

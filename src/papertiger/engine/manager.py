@@ -100,12 +100,16 @@ log = logging.getLogger("papertiger.manager")
 SOCKET_NAME = "store.sock"
 CLIENT_IO_TIMEOUT = 2.0
 
-#: packs the effects the manager logs (one Packer, reused: the loop is single-threaded)
-_packb = msgpack.Packer(use_bin_type=True).pack
+#: packs the effects the manager logs into one buffer, reused (the loop is single-threaded),
+#: from which the log copies them: a batch of 1,000 records (3 MB) is not copied again into
+#: a bytes object of its own, whose fresh pages alone cost about 1 µs per record
+_packer = msgpack.Packer(use_bin_type=True, autoreset=False)
 #: writes between two ``gc.freeze()`` calls (see the module doc)
 FREEZE_EVERY = 256
 #: bytes asked for by one read of a connection
 READ_BYTES = 256 * 1024
+#: a frame's length, as multiprocess.connection writes it (-1: an 8-byte length follows)
+_FRAME_LENGTH = struct.Struct("!i")
 
 
 class ManagerConfig:
@@ -496,7 +500,7 @@ class Manager:
             data = memoryview(partial)
         pos, end = 0, len(data)
         while end - pos >= 4:
-            size = int.from_bytes(data[pos : pos + 4], "big", signed=True)
+            (size,) = _FRAME_LENGTH.unpack_from(data, pos)
             start = pos + 4
             if size == -1:
                 if end - start < 8:
@@ -551,9 +555,14 @@ class Manager:
         dispatched, or, for the last write of a group, after the replies went
         out: off the writer's critical path.
         """
-        payload = _packb(effect)
-        # may raise StoreError (/dev/shm full): nothing of this effect was logged or applied
-        seq = self.writer.append(payload, publish=False)
+        try:
+            _packer.pack(effect)
+            with _packer.getbuffer() as payload:
+                # may raise StoreError (/dev/shm full): nothing of this effect was logged or
+                # applied
+                seq = self.writer.append(payload, publish=False)
+        finally:
+            _packer.reset()
         self._unapplied.append(effect)
         self._unpublished += 1
         return seq

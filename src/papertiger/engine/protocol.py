@@ -36,6 +36,7 @@ import os
 from typing import Any, NamedTuple
 
 import msgpack
+import ormsgpack
 
 from ..core.resolve import WRITE_REQUESTS, WriteRequest
 from ..errors import InvalidRequest, StoreError, error_from_wire, error_to_wire
@@ -150,7 +151,12 @@ def write_frame(fd: int, frame: bytes) -> None:
 
 
 def encode_ok(seq: int, result: Any = None) -> bytes:
-    return _packb([OK, seq, result])
+    """``[OK, seq, result]``; ormsgpack's packer first (the same bytes, about 1 µs less
+    than making a msgpack packer for each reply)."""
+    try:
+        return ormsgpack.packb([OK, seq, result])  # type: ignore[no-any-return]
+    except TypeError:  # what only msgpack packs (a namedtuple, a non-str key...)
+        return _packb([OK, seq, result])
 
 
 def encode_error(error: StoreError) -> bytes:
