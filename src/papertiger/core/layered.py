@@ -803,7 +803,7 @@ class LayeredState:
         """The packed record, or None. O(1)."""
         last_table, last_ns, part = self._last
         if table is not last_table or ns is not last_ns:
-            part = self._parts.get((table, ns)) or self._part(table, ns)
+            part = self._part(table, ns)
             if part is None:
                 return None
             self._last = (table, ns, part)

@@ -345,13 +345,6 @@ def select_page(
     return [entry_of(key[2]).packed for key in found], has_more  # type: ignore[union-attr]
 
 
-def newest_first(partition: PartitionView) -> Iterator[bytes]:
-    """Every packed record of a partition in Stripe order. O(n)."""
-    entry_of = partition.entry
-    for key in partition.keys().islice(reverse=True):
-        yield entry_of(key[2]).packed  # type: ignore[union-attr]
-
-
 @dataclass
 class StripeList:
     """One page of a Stripe list: ``object``, ``data``, ``has_more``, ``url``.
